@@ -1,0 +1,8 @@
+/* STUB: to be implemented (shape rule, backward, CPU kernel, reference kernel). */
+#include "common.h"
+
+static pv_status stub_shape(pv_tensor *t) { return PV_FAIL(t, PV_ERR_UNSUPPORTED, "%s: not implemented yet", pv__opdef(t->op)->name); }
+const pv_op_def pv_op_layer_norm = {.name = "layer_norm", .min_src = 0, .max_src = 8, .shape = stub_shape};
+const pv_op_def pv_op_layer_norm_grad = {.name = "layer_norm_grad", .min_src = 0, .max_src = 8, .shape = stub_shape};
+const pv_op_def pv_op_rms_norm = {.name = "rms_norm", .min_src = 0, .max_src = 8, .shape = stub_shape};
+const pv_op_def pv_op_rms_norm_grad = {.name = "rms_norm_grad", .min_src = 0, .max_src = 8, .shape = stub_shape};

@@ -1,0 +1,100 @@
+/* Op tests: elementwise, reductions, shape ops (forward vs reference, finite-difference gradients). */
+#include "opcheck.h"
+#include "testutil.h"
+#include <stdio.h>
+
+#define IN(nd, ...) {nd, {__VA_ARGS__}, OC_NORMAL, 0, 1, 1, 0}
+#define INU(lo, hi, nd, ...) {nd, {__VA_ARGS__}, OC_UNIFORM, lo, hi, 1, 0}
+
+static pv_tensor *b_add(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_add(g, x[0], x[1]); }
+static pv_tensor *b_sub(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_sub(g, x[0], x[1]); }
+static pv_tensor *b_mul(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_mul(g, x[0], x[1]); }
+static pv_tensor *b_div(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_div(g, x[0], x[1]); }
+static pv_tensor *b_scale(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_add_scalar(g, pv_scale(g, x[0], -1.75), 0.5); }
+static pv_tensor *b_unary(pv_graph *g, pv_tensor **x, void *u) { return pv_unary(g, (pv_unary_kind)(intptr_t)u, x[0]); }
+static pv_tensor *b_unary_grad(pv_graph *g, pv_tensor **x, void *u) { return pv_unary_grad(g, (pv_unary_kind)(intptr_t)u, x[0], x[1]); }
+static pv_tensor *b_sum(pv_graph *g, pv_tensor **x, void *u) { int a = (int)(intptr_t)u; return pv_sum(g, x[0], a / 2 - 2, a & 1); }
+static pv_tensor *b_mean(pv_graph *g, pv_tensor **x, void *u) { int a = (int)(intptr_t)u; return pv_mean(g, x[0], a / 2 - 2, a & 1); }
+static pv_tensor *b_max(pv_graph *g, pv_tensor **x, void *u) { int a = (int)(intptr_t)u; return pv_max(g, x[0], a / 2 - 2, a & 1); }
+static pv_tensor *b_sumsq(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_sumsq(g, x[0]); }
+static pv_tensor *b_sum_to(pv_graph *g, pv_tensor **x, void *u) { (void)u; int64_t s[3] = {3, 1, 5}; return pv_sum_to(g, x[0], 3, s); }
+static pv_tensor *b_expand(pv_graph *g, pv_tensor **x, void *u) { (void)u; int64_t s[4] = {2, 3, 4, 5}; return pv_expand(g, x[0], 4, s); }
+static pv_tensor *b_reshape(pv_graph *g, pv_tensor **x, void *u) {
+  (void)u;
+  int64_t s[3] = {5, -1, 2};
+  return pv_mul(g, pv_reshape(g, x[0], 3, s), pv_reshape(g, x[0], 3, s));
+}
+static pv_tensor *b_permute(pv_graph *g, pv_tensor **x, void *u) { (void)u; int p[4] = {2, 0, 3, 1}; return pv_permute(g, x[0], 4, p); }
+static pv_tensor *b_transpose(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_transpose(g, x[0], -1, -2); }
+static pv_tensor *b_slice(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_slice(g, x[0], 1, 2, 5); }
+static pv_tensor *b_slice_neg(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_slice(g, x[0], -1, -3, -1); }
+static pv_tensor *b_concat(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_concat(g, 3, x, 1); }
+static pv_tensor *b_copy(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_copy(g, x[0]); }
+static pv_tensor *b_cast(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_cast(g, pv_cast(g, x[0], PV_BF16), PV_F32); }
+static pv_tensor *b_multi(pv_graph *g, pv_tensor **x, void *u) { /* x used by several consumers */
+  (void)u;
+  return pv_add(g, pv_mul(g, x[0], x[0]), pv_unary(g, PV_TANH, x[0]));
+}
+
+int main(void) {
+  static const char *un[] = {"neg", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "logsigmoid", "silu",
+                             "gelu_tanh", "gelu_erf", "relu", "square", "abs"};
+  oc_input same2[2] = {IN(3, 3, 7, 5), IN(3, 3, 7, 5)};
+  oc_input bc2[2] = {IN(3, 3, 7, 5), IN(1, 5)};
+  oc_input bc3[2] = {IN(3, 3, 1, 5), IN(3, 1, 7, 1)};
+  oc_input bc4[2] = {IN(2, 1, 5), IN(4, 2, 3, 4, 5)};
+  oc_input pos2[2] = {IN(3, 3, 7, 5), INU(0.5, 2.0, 3, 3, 1, 5)};
+  oc_check("add same", 2, same2, b_add, NULL, NULL);
+  oc_check("add bias", 2, bc2, b_add, NULL, NULL);
+  oc_check("add both broadcast", 2, bc3, b_add, NULL, NULL);
+  oc_check("add rank-extend", 2, bc4, b_add, NULL, NULL);
+  oc_check("sub broadcast", 2, bc3, b_sub, NULL, NULL);
+  oc_check("mul broadcast", 2, bc3, b_mul, NULL, NULL);
+  oc_check("mul bias", 2, bc2, b_mul, NULL, NULL);
+  oc_check("div broadcast", 2, pos2, b_div, NULL, NULL);
+  oc_input one[1] = {IN(2, 9, 13)};
+  oc_check("affine", 1, one, b_scale, NULL, NULL);
+  for (int k = 0; k < PV_UNARY_COUNT; k++) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "unary %s", un[k]);
+    oc_input in[1] = {IN(2, 9, 13)};
+    if (k == PV_LOG || k == PV_SQRT || k == PV_RSQRT) in[0] = (oc_input)INU(0.5, 2.0, 2, 9, 13);
+    oc_check(nm, 1, in, b_unary, (void *)(intptr_t)k, NULL);
+    snprintf(nm, sizeof nm, "unary_grad %s", un[k]);
+    oc_input in2[2] = {in[0], IN(2, 9, 13)};
+    in2[0].trainable = in2[1].trainable = 0;
+    oc_check(nm, 2, in2, b_unary_grad, (void *)(intptr_t)k, NULL);
+  }
+  for (int a = 0; a < 8; a++) { /* axis -2..1 over a 4-d tensor, keepdim 0/1 */
+    char nm[64];
+    oc_input in[1] = {IN(4, 2, 3, 5, 7)};
+    snprintf(nm, sizeof nm, "sum axis %d keep %d", a / 2 - 2, a & 1);
+    oc_check(nm, 1, in, b_sum, (void *)(intptr_t)a, NULL);
+    snprintf(nm, sizeof nm, "mean axis %d keep %d", a / 2 - 2, a & 1);
+    oc_check(nm, 1, in, b_mean, (void *)(intptr_t)a, NULL);
+    snprintf(nm, sizeof nm, "max axis %d keep %d", a / 2 - 2, a & 1);
+    oc_check(nm, 1, in, b_max, (void *)(intptr_t)a, NULL);
+  }
+  oc_input big[1] = {IN(2, 37, 41)};
+  oc_check("sumsq", 1, big, b_sumsq, NULL, NULL);
+  oc_input st[1] = {IN(4, 2, 3, 4, 5)};
+  oc_check("sum_to", 1, st, b_sum_to, NULL, NULL);
+  oc_input ex[1] = {IN(3, 3, 1, 5)};
+  oc_check("expand", 1, ex, b_expand, NULL, NULL);
+  oc_input rs[1] = {IN(3, 2, 5, 3)};
+  oc_check("reshape (view) used twice", 1, rs, b_reshape, NULL, NULL);
+  oc_input pm[1] = {IN(4, 2, 3, 5, 7)};
+  oc_check("permute", 1, pm, b_permute, NULL, NULL);
+  oc_check("transpose", 1, pm, b_transpose, NULL, NULL);
+  oc_input sl[1] = {IN(3, 3, 7, 5)};
+  oc_check("slice", 1, sl, b_slice, NULL, NULL);
+  oc_check("slice negative", 1, sl, b_slice_neg, NULL, NULL);
+  oc_input cc[3] = {IN(3, 2, 3, 5), IN(3, 2, 1, 5), IN(3, 2, 4, 5)};
+  oc_check("concat", 3, cc, b_concat, NULL, NULL);
+  oc_check("copy", 1, sl, b_copy, NULL, NULL);
+  oc_input slc[1] = {IN(3, 3, 7, 5)};
+  slc[0].trainable = 0; /* rounding to bf16 is a step function: forward only */
+  oc_check("cast bf16 round trip", 1, slc, b_cast, NULL, NULL);
+  oc_check("multi-consumer accumulation", 1, sl, b_multi, NULL, NULL);
+  return pv_t_finish();
+}
