@@ -1,6 +1,149 @@
-/* STUB: to be implemented (shape rule, backward, CPU kernel, reference kernel). */
+/* Embedding lookup and its adjoint.
+ *  embedding:   weight [V, D] f32, ids [...] (i32/i64, no gradient) -> y [..., D], y[n] = weight[ids[n]];
+ *               ids outside [0, V) give a zero row and a run error. dweight = scatter_add(dy, ids, V).
+ *  scatter_add: dy [..., D] f32, ids [...] -> y [V, D], y[v] = Σ_{n: ids[n] = v} dy[n] (in id order);
+ *               d dy = embedding(dy_out, ids).
+ *  The scatter_add CPU kernel partitions the V rows among threads; each thread scans all ids in order and
+ *  adds only the rows it owns, so the result does not depend on the thread count. */
 #include "common.h"
 
-static pv_status stub_shape(pv_tensor *t) { return PV_FAIL(t, PV_ERR_UNSUPPORTED, "%s: not implemented yet", pv__opdef(t->op)->name); }
-const pv_op_def pv_op_embedding = {.name = "embedding", .min_src = 0, .max_src = 8, .shape = stub_shape};
-const pv_op_def pv_op_scatter_add = {.name = "scatter_add", .min_src = 0, .max_src = 8, .shape = stub_shape};
+typedef struct {
+  int64_t V;
+} scatter_p;
+
+pv_tensor *pv_scatter_add(pv_graph *g, pv_tensor *dy, pv_tensor *ids, int64_t V);
+
+/* ------------------------------------------------------------ embedding */
+static pv_status embedding_shape(pv_tensor *t) {
+  if (!pv_need_f32(t, 0) || !pv_need_ids(t, 1)) return t->graph->st;
+  pv_tensor *w = t->src[0], *ids = t->src[1];
+  char b1[128], b2[128];
+  if (w->ndim != 2) return PV_FAIL(t, PV_ERR_SHAPE, "embedding: weight %s must be [V, D]", PV_SHAPESTR(b1, w));
+  if (ids->ndim + 1 > PV_MAX_DIMS)
+    return PV_FAIL(t, PV_ERR_SHAPE, "embedding: ids %s have too many dimensions for weight %s", PV_SHAPESTR(b1, ids),
+                   PV_SHAPESTR(b2, w));
+  int64_t sh[PV_MAX_DIMS];
+  for (int i = 0; i < ids->ndim; i++) sh[i] = ids->shape[i];
+  sh[ids->ndim] = w->shape[1];
+  pv__set_shape(t, PV_F32, ids->ndim + 1, sh);
+  return PV_OK;
+}
+
+static void embedding_cpu(const pv_tensor *t, const pv_cpu_args *a) {
+  const pv_tensor *ids = t->src[1];
+  int64_t V = t->src[0]->shape[0], D = t->src[0]->shape[1];
+  const float *w = a->src[0];
+  float *y = a->dst;
+  int64_t n0, n1;
+  int bad = 0;
+  pv_split(ids->numel, a->ith, a->nth, &n0, &n1);
+  for (int64_t n = n0; n < n1; n++) {
+    int64_t id = pv_id_at(ids->dtype, a->src[1], n);
+    if (id < 0 || id >= V) {
+      memset(y + n * D, 0, sizeof(float) * (size_t)D);
+      bad = 1;
+    } else memcpy(y + n * D, w + id * D, sizeof(float) * (size_t)D);
+  }
+  if (bad) *a->error = 1;
+}
+
+/* a double holding an id; -1 if it is not an integer in [0, V) */
+static int64_t ref_id(double v, int64_t V) {
+  if (!(v >= 0) || v >= (double)V || v != floor(v)) return -1;
+  return (int64_t)v;
+}
+
+static void embedding_ref(const pv_tensor *t, double *y, const double *const *s, double *const *w, int *err) {
+  (void)w;
+  const pv_tensor *ids = t->src[1];
+  int64_t V = t->src[0]->shape[0], D = t->src[0]->shape[1];
+  for (int64_t n = 0; n < ids->numel; n++) {
+    int64_t id = ref_id(s[1][n], V);
+    if (id < 0) *err = 1;
+    for (int64_t d = 0; d < D; d++) y[n * D + d] = id < 0 ? 0.0 : s[0][id * D + d];
+  }
+}
+
+static pv_status embedding_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const int *need, pv_tensor **dsrc) {
+  (void)need;
+  dsrc[0] = pv_scatter_add(g, dy, t->src[1], t->src[0]->shape[0]);
+  return g->st;
+}
+
+const pv_op_def pv_op_embedding = {.name = "embedding", .min_src = 2, .max_src = 2, .nodiff = 2u,
+                                   .shape = embedding_shape, .backward = embedding_backward,
+                                   .cpu = embedding_cpu, .ref = embedding_ref};
+
+pv_tensor *pv_embedding(pv_graph *g, pv_tensor *weight, pv_tensor *ids) {
+  pv_tensor *s[2] = {weight, ids};
+  return pv__node(g, PV_OP_EMBEDDING, 2, s, NULL, 0);
+}
+
+/* ------------------------------------------------------------ scatter_add */
+static pv_status scatter_shape(pv_tensor *t) {
+  if (!pv_need_f32(t, 0) || !pv_need_ids(t, 1)) return t->graph->st;
+  const scatter_p *p = PV_CPARAMS(scatter_p, t);
+  pv_tensor *dy = t->src[0], *ids = t->src[1];
+  char b1[128], b2[128];
+  int ok = dy->ndim == ids->ndim + 1;
+  for (int i = 0; ok && i < ids->ndim; i++) ok = dy->shape[i] == ids->shape[i];
+  if (!ok)
+    return PV_FAIL(t, PV_ERR_SHAPE, "scatter_add: dy %s must be ids %s with one more (last) dimension",
+                   PV_SHAPESTR(b1, dy), PV_SHAPESTR(b2, ids));
+  if (p->V < 0) return PV_FAIL(t, PV_ERR_SHAPE, "scatter_add: negative row count %lld", (long long)p->V);
+  int64_t sh[2] = {p->V, dy->shape[dy->ndim - 1]};
+  pv__set_shape(t, PV_F32, 2, sh);
+  return PV_OK;
+}
+
+static void scatter_cpu(const pv_tensor *t, const pv_cpu_args *a) {
+  const pv_tensor *ids = t->src[1];
+  int64_t V = t->shape[0], D = t->shape[1];
+  const float *dy = a->src[0];
+  float *y = a->dst;
+  int64_t v0, v1;
+  int bad = 0;
+  pv_split(V, a->ith, a->nth, &v0, &v1);
+  if (v1 > v0) memset(y + v0 * D, 0, sizeof(float) * (size_t)((v1 - v0) * D));
+  for (int64_t n = 0; n < ids->numel; n++) {
+    int64_t id = pv_id_at(ids->dtype, a->src[1], n);
+    if (id >= v0 && id < v1) {
+      float *yr = y + id * D;
+      const float *dr = dy + n * D;
+      for (int64_t d = 0; d < D; d++) yr[d] += dr[d];
+    } else if (a->ith == 0 && (id < 0 || id >= V)) bad = 1; /* one thread reports */
+  }
+  if (bad) *a->error = 1;
+}
+
+static void scatter_ref(const pv_tensor *t, double *y, const double *const *s, double *const *w, int *err) {
+  (void)w;
+  const pv_tensor *ids = t->src[1];
+  int64_t V = t->shape[0], D = t->shape[1];
+  for (int64_t i = 0; i < V * D; i++) y[i] = 0;
+  for (int64_t n = 0; n < ids->numel; n++) {
+    int64_t id = ref_id(s[1][n], V);
+    if (id < 0) {
+      *err = 1;
+      continue;
+    }
+    for (int64_t d = 0; d < D; d++) y[id * D + d] += s[0][n * D + d];
+  }
+}
+
+static pv_status scatter_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const int *need, pv_tensor **dsrc) {
+  (void)need;
+  dsrc[0] = pv_embedding(g, dy, t->src[1]);
+  return g->st;
+}
+
+const pv_op_def pv_op_scatter_add = {.name = "scatter_add", .min_src = 2, .max_src = 2, .nodiff = 2u,
+                                     .shape = scatter_shape, .backward = scatter_backward, .cpu = scatter_cpu,
+                                     .ref = scatter_ref};
+
+/* Not yet declared in pivot.h: y [V, D] = Σ dy rows by id (the backward of pv_embedding). */
+pv_tensor *pv_scatter_add(pv_graph *g, pv_tensor *dy, pv_tensor *ids, int64_t V) {
+  scatter_p p = {V};
+  pv_tensor *s[2] = {dy, ids};
+  return pv__node(g, PV_OP_SCATTER_ADD, 2, s, &p, sizeof p);
+}

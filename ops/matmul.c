@@ -1,5 +1,219 @@
-/* STUB: to be implemented (shape rule, backward, CPU kernel, reference kernel). */
+/* GEMM: y = op(a) · op(b), op(x) = x or xᵀ (over the last two axes), batch axes broadcast NumPy-style.
+ *  a [..., M, K] (trans_a: [..., K, M]), b [..., K, N] (trans_b: [..., N, K]) -> y [..., M, N].
+ *  Backward (one GEMM op serves all three products, only the transpose flags change):
+ *    d op(a) = dy · op(b)ᵀ   ->  da = matmul(dy, b, 0, !tb)          (ta = 0)
+ *                                da = matmul(b, dy, tb, 1)  = (dy·op(b)ᵀ)ᵀ  (ta = 1)
+ *    d op(b) = op(a)ᵀ · dy   ->  db = matmul(a, dy, !ta, 0)          (tb = 0)
+ *                                db = matmul(dy, a, 1, ta)  = (op(a)ᵀ·dy)ᵀ  (tb = 1)
+ *    then pv_sum_to over broadcast batch axes. When b has no batch (a plain [K, N] / [N, K] weight) and a is a
+ *    non-transposed [..., M, K], a and dy are viewed as 2-D [prod(...)·M, K] / [prod(...)·M, N] so db is one big
+ *    GEMM with no reduction; the forward and da of that case are one big GEMM over all rows too.
+ * CPU: OpenBLAS cblas_sgemm (row-major) straight on the arena buffers. One GEMM: OpenBLAS with the plan's thread
+ * count. Batched: when the batch count >= threads, batches are split across the plan's pool with single-threaded
+ * OpenBLAS; otherwise a loop of GEMMs, each with OpenBLAS threads. OpenBLAS splits M and N only (never K), so the
+ * results are deterministic for a given thread count. Reference: a naive triple loop in double. */
 #include "common.h"
+#include <cblas.h>
+#include <limits.h>
 
-static pv_status stub_shape(pv_tensor *t) { return PV_FAIL(t, PV_ERR_UNSUPPORTED, "%s: not implemented yet", pv__opdef(t->op)->name); }
-const pv_op_def pv_op_matmul = {.name = "matmul", .min_src = 0, .max_src = 8, .shape = stub_shape};
+typedef struct {
+  int ta, tb;
+} matmul_p;
+
+/* M, N, K of node t */
+static void mm_dims(const pv_tensor *t, int64_t *M, int64_t *N, int64_t *K) {
+  const matmul_p *p = PV_CPARAMS(matmul_p, t);
+  const pv_tensor *a = t->src[0];
+  *M = t->shape[t->ndim - 2];
+  *N = t->shape[t->ndim - 1];
+  *K = p->ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
+}
+
+/* ------------------------------------------------------------ shape */
+static pv_status matmul_shape(pv_tensor *t) {
+  matmul_p *p = PV_PARAMS(matmul_p, t);
+  p->ta = p->ta ? 1 : 0;
+  p->tb = p->tb ? 1 : 0;
+  if (!pv_need_f32(t, 0) || !pv_need_f32(t, 1)) return t->graph->st;
+  pv_tensor *a = t->src[0], *b = t->src[1];
+  char b1[128], b2[128];
+  if (a->ndim < 2 || b->ndim < 2)
+    return PV_FAIL(t, PV_ERR_SHAPE, "matmul: a %s and b %s must both have at least 2 dimensions", PV_SHAPESTR(b1, a),
+                   PV_SHAPESTR(b2, b));
+  int64_t M = p->ta ? a->shape[a->ndim - 1] : a->shape[a->ndim - 2];
+  int64_t Ka = p->ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
+  int64_t Kb = p->tb ? b->shape[b->ndim - 1] : b->shape[b->ndim - 2];
+  int64_t N = p->tb ? b->shape[b->ndim - 2] : b->shape[b->ndim - 1];
+  if (Ka != Kb)
+    return PV_FAIL(t, PV_ERR_SHAPE,
+                   "matmul: a %s (trans_a=%d) and b %s (trans_b=%d): inner dimensions %lld and %lld differ",
+                   PV_SHAPESTR(b1, a), p->ta, PV_SHAPESTR(b2, b), p->tb, (long long)Ka, (long long)Kb);
+  if (M > INT_MAX || N > INT_MAX || Ka > INT_MAX)
+    return PV_FAIL(t, PV_ERR_SHAPE, "matmul: a %s and b %s: a matrix dimension exceeds %d", PV_SHAPESTR(b1, a),
+                   PV_SHAPESTR(b2, b), INT_MAX);
+  int64_t sh[PV_MAX_DIMS];
+  int nb;
+  if (!pv__broadcast_shape(a->ndim - 2, a->shape, b->ndim - 2, b->shape, &nb, sh))
+    return PV_FAIL(t, PV_ERR_SHAPE, "matmul: batch dimensions of a %s and b %s do not broadcast", PV_SHAPESTR(b1, a),
+                   PV_SHAPESTR(b2, b));
+  sh[nb] = M; /* nb <= PV_MAX_DIMS - 2 since both inputs have >= 2 dims */
+  sh[nb + 1] = N;
+  pv__set_shape(t, PV_F32, nb + 2, sh);
+  return PV_OK;
+}
+
+/* ------------------------------------------------------------ batching */
+typedef struct mm_batch {
+  int64_t M, N, K, n; /* n: batch count of the output */
+  int nbd;
+  int64_t shape[PV_MAX_DIMS], sa[PV_MAX_DIMS], sb[PV_MAX_DIMS]; /* batch shape; matrix strides of a and b */
+} mm_batch;
+
+static void mm_batch_init(const pv_tensor *t, mm_batch *bt) {
+  const pv_tensor *a = t->src[0], *b = t->src[1];
+  mm_dims(t, &bt->M, &bt->N, &bt->K);
+  bt->nbd = t->ndim - 2;
+  bt->n = 1;
+  for (int d = 0; d < bt->nbd; d++) bt->shape[d] = t->shape[d], bt->n *= t->shape[d];
+  pv__bcast_strides(bt->nbd, bt->shape, a->ndim - 2, a->shape, bt->sa);
+  pv__bcast_strides(bt->nbd, bt->shape, b->ndim - 2, b->shape, bt->sb);
+}
+
+/* element offsets of batch i in a and b */
+static void mm_batch_off(const mm_batch *bt, int64_t i, int64_t *oa, int64_t *ob) {
+  int64_t ia = 0, ib = 0;
+  for (int d = bt->nbd - 1; d >= 0; d--) {
+    int64_t id = i % bt->shape[d];
+    i /= bt->shape[d];
+    ia += id * bt->sa[d];
+    ib += id * bt->sb[d];
+  }
+  *oa = ia * bt->M * bt->K;
+  *ob = ib * bt->K * bt->N;
+}
+
+/* ------------------------------------------------------------ CPU (OpenBLAS) */
+static void blas_threads(int n) {
+  if (openblas_get_num_threads() != n) openblas_set_num_threads(n);
+}
+
+/* C[M, N] = op(A) · op(B), row-major, contiguous */
+static void sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, const float *B, float *C) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    memset(C, 0, sizeof(float) * (size_t)(M * N));
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
+              1.0f, A, (int)(ta ? M : K), B, (int)(tb ? K : N), 0.0f, C, (int)N);
+}
+
+typedef struct mm_job {
+  const mm_batch *bt;
+  int ta, tb;
+  const float *A, *B;
+  float *C;
+} mm_job;
+
+static void mm_batches(void *arg, int ith, int nth) {
+  const mm_job *j = arg;
+  const mm_batch *bt = j->bt;
+  int64_t i0, i1;
+  pv_split(bt->n, ith, nth, &i0, &i1);
+  for (int64_t i = i0; i < i1; i++) {
+    int64_t oa, ob;
+    mm_batch_off(bt, i, &oa, &ob);
+    sgemm(j->ta, j->tb, bt->M, bt->N, bt->K, j->A + oa, j->B + ob, j->C + i * bt->M * bt->N);
+  }
+}
+
+static void matmul_cpu(const pv_tensor *t, const pv_cpu_args *a) {
+  const matmul_p *p = PV_CPARAMS(matmul_p, t);
+  mm_batch bt;
+  mm_batch_init(t, &bt);
+  const float *A = a->src[0], *B = a->src[1];
+  float *C = a->dst;
+  int nth = a->nth < 1 ? 1 : a->nth;
+  /* one GEMM: no batch, or a plain-matrix b with a non-transposed, non-broadcast a (all rows at once) */
+  int64_t rows = bt.n * bt.M;
+  int one = bt.n == 1 || (!p->ta && t->src[1]->numel == bt.K * bt.N && t->src[0]->numel == rows * bt.K &&
+                          rows <= INT_MAX);
+  if (one) {
+    blas_threads(nth);
+    sgemm(p->ta, p->tb, bt.n == 1 ? bt.M : rows, bt.N, bt.K, A, B, C);
+    return;
+  }
+  mm_job j = {&bt, p->ta, p->tb, A, B, C};
+  if (nth > 1 && bt.n >= nth && a->parallel) {
+    blas_threads(1); /* no OpenBLAS threads inside pool threads */
+    a->parallel(a->pool, mm_batches, &j);
+  } else {
+    blas_threads(nth);
+    mm_batches(&j, 0, 1);
+  }
+}
+
+/* ------------------------------------------------------------ reference */
+static void matmul_ref(const pv_tensor *t, double *y, const double *const *s, double *const *w, int *err) {
+  (void)w, (void)err;
+  const matmul_p *p = PV_CPARAMS(matmul_p, t);
+  mm_batch bt;
+  mm_batch_init(t, &bt);
+  int64_t M = bt.M, N = bt.N, K = bt.K;
+  for (int64_t i = 0; i < bt.n; i++) {
+    int64_t oa, ob;
+    mm_batch_off(&bt, i, &oa, &ob);
+    const double *A = s[0] + oa, *B = s[1] + ob;
+    double *C = y + i * M * N;
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) {
+        double acc = 0;
+        for (int64_t k = 0; k < K; k++)
+          acc += (p->ta ? A[k * M + m] : A[m * K + k]) * (p->tb ? B[n * K + k] : B[k * N + n]);
+        C[m * N + n] = acc;
+      }
+  }
+}
+
+/* ------------------------------------------------------------ backward */
+static int64_t batch_numel(const pv_tensor *x) {
+  int64_t n = 1;
+  for (int d = 0; d < x->ndim - 2; d++) n *= x->shape[d];
+  return n;
+}
+
+static pv_status matmul_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const int *need, pv_tensor **dsrc) {
+  const matmul_p *p = PV_CPARAMS(matmul_p, t);
+  pv_tensor *a = t->src[0], *b = t->src[1];
+  int ta = p->ta, tb = p->tb;
+  if (need[0]) {
+    pv_tensor *da = ta ? pv_matmul(g, b, dy, tb, 1) : pv_matmul(g, dy, b, 0, !tb);
+    dsrc[0] = pv_sum_to(g, da, a->ndim, a->shape);
+  }
+  if (need[1]) {
+    int64_t M = t->shape[t->ndim - 2], N = t->shape[t->ndim - 1];
+    int64_t K = ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
+    int64_t rows = batch_numel(t) * M;
+    if (!ta && t->ndim > 2 && batch_numel(b) == 1 && batch_numel(a) * M == rows) {
+      /* plain-matrix b: one GEMM over all rows of a and dy, no batch reduction */
+      int64_t sa[2] = {rows, K}, sy[2] = {rows, N};
+      pv_tensor *a2 = pv_reshape(g, a, 2, sa), *dy2 = pv_reshape(g, dy, 2, sy);
+      pv_tensor *db = tb ? pv_matmul(g, dy2, a2, 1, 0) : pv_matmul(g, a2, dy2, 1, 0);
+      dsrc[1] = pv_reshape(g, db, b->ndim, b->shape);
+    } else {
+      pv_tensor *db = tb ? pv_matmul(g, dy, a, 1, ta) : pv_matmul(g, a, dy, !ta, 0);
+      dsrc[1] = pv_sum_to(g, db, b->ndim, b->shape);
+    }
+  }
+  return g->st;
+}
+
+const pv_op_def pv_op_matmul = {.name = "matmul", .min_src = 2, .max_src = 2, .flags = PV_OPF_CPU_SERIAL,
+                                .shape = matmul_shape, .backward = matmul_backward, .cpu = matmul_cpu,
+                                .ref = matmul_ref};
+
+pv_tensor *pv_matmul(pv_graph *g, pv_tensor *a, pv_tensor *b, int trans_a, int trans_b) {
+  matmul_p p = {trans_a ? 1 : 0, trans_b ? 1 : 0};
+  pv_tensor *s[2] = {a, b};
+  return pv__node(g, PV_OP_MATMUL, 2, s, &p, sizeof p);
+}

@@ -1,5 +1,127 @@
-/* STUB: to be implemented (shape rule, backward, CPU kernel, reference kernel). */
+/* Rotary position embedding, HF rotate-half convention (transformers' Qwen2 apply_rotary_pos_emb).
+ *  x [B, T, H, D] f32, pos [B, T] or [T] (i32/i64, no gradient), R = rot_dims (even, <= D), half = R/2.
+ *  inv_freq[i] = theta^(-2i/R), a = pos[b, t] * inv_freq[i] (negated when inverse), for i < half:
+ *    y[.., i]        = x[.., i] cos a - x[.., i + half] sin a
+ *    y[.., i + half] = x[.., i + half] cos a + x[.., i] sin a
+ *  channels >= R pass through. The rotation is orthogonal, so dx = rope(dy) with the negated angle
+ *  (inverse = !inverse).
+ *  CPU kernel: float32 like transformers (inv_freq = 1 / theta^(float(2i) / R), freqs = float(pos) * inv_freq,
+ *  cos/sin in float32). Reference kernel: everything in double. */
 #include "common.h"
 
-static pv_status stub_shape(pv_tensor *t) { return PV_FAIL(t, PV_ERR_UNSUPPORTED, "%s: not implemented yet", pv__opdef(t->op)->name); }
-const pv_op_def pv_op_rope = {.name = "rope", .min_src = 0, .max_src = 8, .shape = stub_shape};
+typedef struct {
+  double theta;
+  int rot_dims; /* resolved in the shape rule (<= 0 means D) */
+  int inverse;
+} rope_p;
+
+static pv_tensor *rope_node(pv_graph *g, pv_tensor *x, pv_tensor *pos, double theta, int rot_dims, int inverse);
+
+static pv_status rope_shape(pv_tensor *t) {
+  rope_p *p = PV_PARAMS(rope_p, t);
+  if (!pv_need_f32(t, 0) || !pv_need_ids(t, 1)) return t->graph->st;
+  pv_tensor *x = t->src[0], *pos = t->src[1];
+  char b1[128], b2[128];
+  if (x->ndim != 4) return PV_FAIL(t, PV_ERR_SHAPE, "rope: x %s must be [B, T, H, D]", PV_SHAPESTR(b1, x));
+  int ok = (pos->ndim == 2 && pos->shape[0] == x->shape[0] && pos->shape[1] == x->shape[1]) ||
+           (pos->ndim == 1 && pos->shape[0] == x->shape[1]);
+  if (!ok)
+    return PV_FAIL(t, PV_ERR_SHAPE, "rope: pos %s must be [B, T] or [T] for x %s [B, T, H, D]", PV_SHAPESTR(b1, pos),
+                   PV_SHAPESTR(b2, x));
+  int64_t D = x->shape[3];
+  if (p->rot_dims <= 0) {
+    if (D > INT32_MAX) return PV_FAIL(t, PV_ERR_SHAPE, "rope: head dimension of x %s too large", PV_SHAPESTR(b1, x));
+    p->rot_dims = (int)D;
+  }
+  if (p->rot_dims % 2 || p->rot_dims > D)
+    return PV_FAIL(t, PV_ERR_SHAPE, "rope: rot_dims %d must be even and <= D for x %s", p->rot_dims, PV_SHAPESTR(b1, x));
+  if (!(p->theta > 0) || !isfinite(p->theta))
+    return PV_FAIL(t, PV_ERR_INVALID, "rope: theta %g must be positive", p->theta);
+  pv__set_shape(t, PV_F32, 4, x->shape);
+  return PV_OK;
+}
+
+#define ROPE_CHUNK 64
+static void rope_cpu(const pv_tensor *t, const pv_cpu_args *a) {
+  const rope_p *p = PV_CPARAMS(rope_p, t);
+  const pv_tensor *pos_t = t->src[1];
+  int64_t B = t->shape[0], T = t->shape[1], H = t->shape[2], D = t->shape[3];
+  int R = p->rot_dims, half = R / 2;
+  const float *x = a->src[0];
+  float *y = a->dst;
+  float theta = (float)p->theta, sgn = p->inverse ? -1.0f : 1.0f;
+  float cs[ROPE_CHUNK], sn[ROPE_CHUNK];
+  int64_t r0, r1;
+  pv_split(B * T, a->ith, a->nth, &r0, &r1);
+  for (int64_t r = r0; r < r1; r++) { /* r = b * T + t */
+    int64_t pid = pos_t->ndim == 1 ? r % T : r;
+    float pf = (float)pv_id_at(pos_t->dtype, a->src[1], pid);
+    const float *xr = x + r * H * D;
+    float *yr = y + r * H * D;
+    for (int i0 = 0; i0 < half; i0 += ROPE_CHUNK) {
+      int n = half - i0 < ROPE_CHUNK ? half - i0 : ROPE_CHUNK;
+      for (int k = 0; k < n; k++) {
+        float inv = 1.0f / powf(theta, (float)(2 * (i0 + k)) / (float)R);
+        float f = pf * inv;
+        cs[k] = cosf(f);
+        sn[k] = sgn * sinf(f);
+      }
+      for (int64_t h = 0; h < H; h++) {
+        const float *xh = xr + h * D + i0;
+        float *yh = yr + h * D + i0;
+        for (int k = 0; k < n; k++) {
+          float x1 = xh[k], x2 = xh[k + half]; /* read both first: y may alias x (in place) */
+          yh[k] = x1 * cs[k] - x2 * sn[k];
+          yh[k + half] = x2 * cs[k] + x1 * sn[k];
+        }
+      }
+    }
+    if (R < D && yr != xr)
+      for (int64_t h = 0; h < H; h++)
+        for (int64_t c = R; c < D; c++) yr[h * D + c] = xr[h * D + c];
+  }
+}
+
+static void rope_ref(const pv_tensor *t, double *y, const double *const *s, double *const *w, int *err) {
+  (void)w, (void)err;
+  const rope_p *p = PV_CPARAMS(rope_p, t);
+  const pv_tensor *pos_t = t->src[1];
+  int64_t B = t->shape[0], T = t->shape[1], H = t->shape[2], D = t->shape[3];
+  int R = p->rot_dims, half = R / 2;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t tt = 0; tt < T; tt++) {
+      double pos = s[1][pos_t->ndim == 1 ? tt : b * T + tt];
+      for (int64_t h = 0; h < H; h++) {
+        const double *xh = s[0] + ((b * T + tt) * H + h) * D;
+        double *yh = y + ((b * T + tt) * H + h) * D;
+        for (int i = 0; i < half; i++) {
+          double ang = pos * pow(p->theta, -2.0 * i / (double)R);
+          if (p->inverse) ang = -ang;
+          double c = cos(ang), sn = sin(ang), x1 = xh[i], x2 = xh[i + half];
+          yh[i] = x1 * c - x2 * sn;
+          yh[i + half] = x2 * c + x1 * sn;
+        }
+        for (int64_t c = R; c < D; c++) yh[c] = xh[c];
+      }
+    }
+}
+
+static pv_status rope_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const int *need, pv_tensor **dsrc) {
+  (void)need;
+  const rope_p *p = PV_CPARAMS(rope_p, t);
+  dsrc[0] = rope_node(g, dy, t->src[1], p->theta, p->rot_dims, !p->inverse);
+  return g->st;
+}
+
+const pv_op_def pv_op_rope = {.name = "rope", .min_src = 2, .max_src = 2, .flags = PV_OPF_INPLACE, .nodiff = 2u,
+                              .shape = rope_shape, .backward = rope_backward, .cpu = rope_cpu, .ref = rope_ref};
+
+static pv_tensor *rope_node(pv_graph *g, pv_tensor *x, pv_tensor *pos, double theta, int rot_dims, int inverse) {
+  rope_p p = {theta, rot_dims, inverse};
+  pv_tensor *s[2] = {x, pos};
+  return pv__node(g, PV_OP_ROPE, 2, s, &p, sizeof p);
+}
+
+pv_tensor *pv_rope(pv_graph *g, pv_tensor *x, pv_tensor *pos, double theta, int rot_dims) {
+  return rope_node(g, x, pos, theta, rot_dims, 0);
+}

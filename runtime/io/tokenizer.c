@@ -402,7 +402,7 @@ static int bpe_piece(pv_tokenizer *t, const unsigned char *s, size_t n) {
       t->ckeys_n = t->cids_n = 0;
       slot = cache_find(t, s, n, h);
     }
-    /* the ids just emitted are in t->out only when they fit; recompute them from the output when they do */
+    /* the ids just emitted are readable from t->out only when they all fit */
     if (t->count <= t->cap) {
       if (grow((void **)&t->ckeys, &t->ckeys_cap, t->ckeys_n + n, 1) ||
           grow((void **)&t->cids, &t->cids_cap, t->cids_n + k, sizeof *t->cids))
@@ -928,7 +928,8 @@ static pv_status load_pretok(load_ctx *L, const cJSON *p, const char *field) {
   if (!cJSON_IsObject(p) || !ty) return lerr(L, PV_ERR_FORMAT, "field '%s.type' is missing or not a string", field);
   if (strcmp(ty, "Sequence") == 0) {
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers"), *e;
-    if (!cJSON_IsArray(list)) return lerr(L, PV_ERR_FORMAT, "field '%s.pretokenizers' is missing or not an array", field);
+    if (!cJSON_IsArray(list))
+      return lerr(L, PV_ERR_FORMAT, "field '%s.pretokenizers' is missing or not an array", field);
     cJSON_ArrayForEach(e, list) {
       pv_status st = load_pretok(L, e, "pre_tokenizer.pretokenizers[]");
       if (st) return st;
