@@ -28,7 +28,8 @@ static pv_status norm_shape(pv_tensor *t) {
   if (t->nsrc != want) return PV_FAIL(t, PV_ERR_INVALID, "%s: %d inputs given, expected %d", nm, t->nsrc, want);
   for (int k = 0; k < t->nsrc; k++)
     if (!pv_need_f32(t, k)) return t->graph->st;
-  if (!(p->eps >= 0) || !isfinite(p->eps)) return PV_FAIL(t, PV_ERR_INVALID, "%s: eps must be finite and >= 0, got %g", nm, p->eps);
+  if (!(p->eps >= 0) || !isfinite(p->eps))
+    return PV_FAIL(t, PV_ERR_INVALID, "%s: eps must be finite and >= 0, got %g", nm, p->eps);
   pv_tensor *x = t->src[0];
   char b1[128], b2[128];
   if (x->ndim < 1) return PV_FAIL(t, PV_ERR_SHAPE, "%s: x %s needs at least one dimension", nm, PV_SHAPESTR(b1, x));
@@ -42,7 +43,8 @@ static pv_status norm_shape(pv_tensor *t) {
                      (long long)D, PV_SHAPESTR(b2, x));
   }
   if (grad && !pv__same_shape(x, t->src[t->nsrc - 1]))
-    return PV_FAIL(t, PV_ERR_SHAPE, "%s: x %s and dy %s differ", nm, PV_SHAPESTR(b1, x), PV_SHAPESTR(b2, t->src[t->nsrc - 1]));
+    return PV_FAIL(t, PV_ERR_SHAPE, "%s: x %s and dy %s differ", nm, PV_SHAPESTR(b1, x),
+                   PV_SHAPESTR(b2, t->src[t->nsrc - 1]));
   pv__set_shape(t, PV_F32, x->ndim, x->shape);
   return PV_OK;
 }

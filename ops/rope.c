@@ -34,7 +34,8 @@ static pv_status rope_shape(pv_tensor *t) {
     p->rot_dims = (int)D;
   }
   if (p->rot_dims % 2 || p->rot_dims > D)
-    return PV_FAIL(t, PV_ERR_SHAPE, "rope: rot_dims %d must be even and <= D for x %s", p->rot_dims, PV_SHAPESTR(b1, x));
+    return PV_FAIL(t, PV_ERR_SHAPE, "rope: rot_dims %d must be even and <= D for x %s", p->rot_dims,
+                   PV_SHAPESTR(b1, x));
   if (!(p->theta > 0) || !isfinite(p->theta))
     return PV_FAIL(t, PV_ERR_INVALID, "rope: theta %g must be positive", p->theta);
   pv__set_shape(t, PV_F32, 4, x->shape);

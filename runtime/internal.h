@@ -144,14 +144,20 @@ typedef struct pv_cpu_args {
   void *pool;
 } pv_cpu_args;
 
-/* A Vulkan dispatch description filled by an op (see runtime/vulkan). */
+/* A Vulkan dispatch description filled by an op's vk function (helpers: runtime/vulkan/vk_ops.h).
+ * Binding i (0..9) of descriptor set 0 is bind[i]: -1 the op's output, k >= 0 its source k, -2 the plan's scratch
+ * buffer (vk_scratch bytes); each binding starts at the tensor's first element (tensors are stored in their dtype:
+ * f32, 16-bit floats packed two per uint, i32, i64 as (lo, hi) uint pairs). Binding 10 is a per-dispatch status
+ * word (uint): a shader sets it nonzero to report invalid data (the run then fails like a CPU kernel's error flag).
+ * Push constants: 32 u32 words, fixed at compile time (shapes are static); groups: workgroup counts (0: no work). */
 typedef struct pv_vk_dispatch {
-  int shader;              /* index into the embedded shader table (shaders/shaders.def) */
-  int nbind;               /* buffers bound: binding i = bind[i] (-1: dst, k>=0: src[k], -2: scratch) */
+  const char *shader;      /* shader name: shaders/NAME.comp */
+  int nbind;               /* bindings 0..nbind-1 are used */
   int bind[PV_MAX_SRC + 2];
   uint32_t push[32];       /* push constants (u32/f32 bit patterns) */
   int npush;
   uint32_t groups[3];      /* workgroup counts */
+  double work;             /* estimated cost in flops (0: from the grid size); used to split long submits */
 } pv_vk_dispatch;
 
 typedef struct pv_op_def {

@@ -60,8 +60,17 @@ static int build(built *b, pv_context *ctx, int nin, const oc_input *ins, oc_bui
 }
 
 static int write_all(pv_plan *p, built *b, int nin, double **data, const oc_input *ins, const double *R) {
-  for (int i = 0; i < nin; i++)
-    if (pv_plan_write(p, b->in[i], PV_F64, data[i], numel_of(&ins[i])) != PV_OK) return 0;
+  for (int i = 0; i < nin; i++) {
+    int64_t n = numel_of(&ins[i]);
+    if (ins[i].kind == OC_IDS) { /* ids are written as integers */
+      int64_t *ids = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+      for (int64_t j = 0; j < n; j++) ids[j] = (int64_t)data[i][j];
+      pv_status st = pv_plan_write(p, b->in[i], PV_I64, ids, n);
+      free(ids);
+      if (st != PV_OK) return 0;
+    } else if (pv_plan_write(p, b->in[i], PV_F64, data[i], n) != PV_OK)
+      return 0;
+  }
   if (b->R && pv_plan_write(p, b->R, PV_F64, R, pv_tensor_numel(b->out)) != PV_OK) return 0;
   return 1;
 }
@@ -175,6 +184,9 @@ int oc_check(const char *name, int nin, const oc_input *ins, oc_build fn, void *
           double fd = (lp - lm) / (2 * op.fd_h);
           emax = fmax(emax, fabs(fd - an[j]));
         }
+        /* restore the unperturbed state of the reference plan for the next input */
+        write_all(pr2, &gb, nin, data, ins, R);
+        pv_plan_run(pr2);
         double rel = emax / (amax + 1e-8);
         CHECK(rel <= op.fd_tol, "%s: input %d gradient vs finite differences: max err %.3g rel %.3g (tol %.1g)", name, i,
               emax, rel, op.fd_tol);

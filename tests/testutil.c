@@ -8,7 +8,12 @@ int pv_t_finish(void) {
 }
 const char *pv_t_fixtures(void) {
   const char *e = getenv("PIVOT_FIXTURES");
-  return e && *e ? e : "../shared/fixtures";
+  if (e && *e) return e;
+#ifdef PIVOT_SOURCE_DIR
+  return PIVOT_SOURCE_DIR "/../shared/fixtures";
+#else
+  return "../shared/fixtures";
+#endif
 }
 const char *pv_t_tmpdir(void) {
   static char buf[256];

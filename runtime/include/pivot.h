@@ -188,6 +188,8 @@ pv_tensor *pv_rope(pv_graph *g, pv_tensor *x, pv_tensor *pos, double theta, int 
 /* Embedding lookup: weight [V, D], ids [...] (i32 or i64) -> [..., D]. Ids out of range give zeros
  * and are reported by pv_plan_run as PV_ERR_INVALID. Backward: scatter-add. */
 pv_tensor *pv_embedding(pv_graph *g, pv_tensor *weight, pv_tensor *ids);
+/* out [V, D] with out[ids[i]] += dy[i] (the backward of pv_embedding); dy [..., D], ids [...]. */
+pv_tensor *pv_scatter_add(pv_graph *g, pv_tensor *dy, pv_tensor *ids, int64_t V);
 
 /* Shape ops */
 pv_tensor *pv_reshape(pv_graph *g, pv_tensor *x, int ndim, const int64_t *shape); /* one -1 allowed; no copy */
@@ -201,6 +203,8 @@ pv_tensor *pv_cast(pv_graph *g, pv_tensor *x, pv_dtype dtype);
 /* Patch embedding: x [B, C, H, W] -> [B, (H/P)*(W/P), C*P*P] (patches row-major, features in
  * (c, ky, kx) order, i.e. a Conv2d weight [D, C, P, P] reshaped to [D, C*P*P]). */
 pv_tensor *pv_patchify(pv_graph *g, pv_tensor *x, int patch);
+/* The inverse of pv_patchify: [B, (H/P)*(W/P), C*P*P] -> [B, C, H, W]. */
+pv_tensor *pv_unpatchify(pv_graph *g, pv_tensor *x, int patch, int64_t H, int64_t W);
 /* Conv2d with stride = kernel = P: x [B,C,H,W], w [D,C,P,P], b [D] or NULL -> [B, N, D]. */
 pv_tensor *pv_patch_embed(pv_graph *g, pv_tensor *x, pv_tensor *w, pv_tensor *b, int patch);
 
@@ -291,6 +295,57 @@ int64_t pv_tok_encode(pv_tokenizer *tok, const char *text, size_t len, int32_t *
 int64_t pv_tok_decode(pv_tokenizer *tok, const int32_t *ids, int64_t n, char *out, size_t cap);
 int32_t pv_tok_token_to_id(const pv_tokenizer *tok, const char *token); /* -1 if absent */
 const char *pv_tok_id_to_token(const pv_tokenizer *tok, int32_t id);    /* NULL if absent */
+
+
+/* ---------------------------------------------------------------- images (stb_image / stb_image_write) */
+/* Reads the size of an image file without decoding it all. */
+pv_status pv_image_info(pv_context *ctx, const char *path, int *width, int *height, int *channels);
+/* Decodes a PNG or JPEG, converts it to RGB (grey is replicated, alpha dropped), resizes it to
+ * size x size with bicubic interpolation (antialiased when downscaling, like PIL's BICUBIC) and writes
+ * (x/255 - mean[c]) / std[c] into out [3, size, size] (CHW, f32). mean/std may be NULL (0.5, 0.5).
+ * Errors name the file: missing, truncated or undecodable data. */
+pv_status pv_image_load(pv_context *ctx, const char *path, int size, const float *mean, const float *std, float *out);
+/* Same from an in-memory 8-bit RGB image [h, w, 3] (HWC). */
+pv_status pv_image_from_rgb8(pv_context *ctx, const uint8_t *rgb, int width, int height, int size, const float *mean,
+                             const float *std, float *out);
+/* Decodes a PNG label mask, which must have one channel (grey or palette indices), and resizes it with
+ * nearest neighbour to size x size into out [size*size] (i32). A colour mask is a wrong image mode. */
+pv_status pv_mask_load(pv_context *ctx, const char *path, int size, int32_t *out);
+/* Writes an 8-bit PNG (channels 1, 3 or 4; rows top to bottom) atomically. */
+pv_status pv_png_write(pv_context *ctx, const char *path, int width, int height, int channels, const uint8_t *data);
+
+/* ---------------------------------------------------------------- the built-in world (a procedural dataset) */
+typedef struct pv_world pv_world;
+typedef struct pv_world_config {
+  int image_size;   /* pixels per side (e.g. 32 or 64) */
+  int grid;         /* objects sit on a grid x grid lattice of cells (e.g. 3) */
+  int min_objects, max_objects;
+  int allow_occlusion; /* 1: objects may overlap, later ones drawn on top */
+  float noise;      /* background/pixel noise amplitude, 0..1 */
+  int textured;     /* 1: textured background */
+} pv_world_config;
+typedef struct pv_world_object {
+  int shape;        /* 0..pv_world_count(w, "shape")-1 */
+  int color;
+  int size;         /* 0 small, 1 medium, 2 large */
+  int cell_x, cell_y; /* grid cell */
+  int cx, cy;       /* centre in pixels */
+  int x0, y0, x1, y1; /* bounding box in pixels, inclusive-exclusive */
+  int visible_pixels; /* after occlusion */
+} pv_world_object;
+pv_status pv_world_new(pv_context *ctx, const pv_world_config *cfg, pv_world **out);
+void pv_world_free(pv_world *w);
+/* Number of values of an attribute: "shape" (>= 6), "color" (>= 8), "size" (3). */
+int pv_world_count(const pv_world *w, const char *attribute);
+/* The name of value i of an attribute, e.g. ("color", 0) -> "red". Static strings. */
+const char *pv_world_name(const pv_world *w, const char *attribute, int i);
+/* Generates scene `index` of the stream `seed` (deterministic). Any output pointer may be NULL.
+ *  rgb:      [size, size, 3] u8 (HWC)
+ *  image:    [3, size, size] f32, normalised with mean 0.5, std 0.5
+ *  instance: [size*size] i32, 0 background, k+1 for objs[k] (topmost after occlusion)
+ *  objs:     up to max_objs objects, *nobj receives the count. */
+pv_status pv_world_scene(pv_world *w, uint64_t seed, int64_t index, uint8_t *rgb, float *image, int32_t *instance,
+                         pv_world_object *objs, int max_objs, int *nobj);
 
 #ifdef __cplusplus
 }
