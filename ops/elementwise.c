@@ -6,6 +6,7 @@
  *  unary_grad: y = dy · f'(x) (backward only, not differentiated again).
  * Shapes: x, a, b, y up to 8 dims, f32. */
 #include "common.h"
+#include "../runtime/vulkan/vk_ops.h"
 
 enum { B_ADD = 0, B_SUB, B_MUL, B_DIV };
 typedef struct {
@@ -142,9 +143,25 @@ static pv_status binary_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const
   return g->st;
 }
 
+static int binary_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  int64_t sh[PV_MAX_DIMS], st[2][PV_MAX_DIMS];
+  for (int i = 0; i < t->ndim; i++) sh[i] = t->shape[i];
+  pv__bcast_strides(t->ndim, t->shape, t->src[0]->ndim, t->src[0]->shape, st[0]);
+  pv__bcast_strides(t->ndim, t->shape, t->src[1]->ndim, t->src[1]->shape, st[1]);
+  int nd = pv_vk_coalesce(t->ndim, sh, 2, st);
+  int bind[3] = {-1, 0, 1};
+  pv_vk_begin(d, "binary", 3, bind);
+  pv_vk_push(d, (uint32_t)t->numel);
+  pv_vk_push(d, (uint32_t)PV_CPARAMS(binary_p, t)->kind);
+  pv_vk_push_dims(d, nd, sh, 2, st);
+  pv_vk_grid(d, t->numel, PV_VK_WG);
+  return 1;
+}
+
 const pv_op_def pv_op_binary = {.name = "binary", .min_src = 2, .max_src = 2, .flags = PV_OPF_INPLACE,
                                 .shape = binary_shape, .backward = binary_backward, .cpu = binary_cpu,
-                                .ref = binary_ref};
+                                .ref = binary_ref, .vk = binary_vk};
 
 static pv_tensor *binary(pv_graph *g, int kind, pv_tensor *a, pv_tensor *b) {
   binary_p p = {kind};
@@ -181,9 +198,20 @@ static pv_status affine_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const
   dsrc[0] = pv_scale(g, dy, PV_CPARAMS(affine_p, t)->s);
   return g->st;
 }
+static int affine_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  const affine_p *p = PV_CPARAMS(affine_p, t);
+  int bind[2] = {-1, 0};
+  pv_vk_begin(d, "affine", 2, bind);
+  pv_vk_push(d, (uint32_t)t->numel);
+  pv_vk_pushf(d, (float)p->s);
+  pv_vk_pushf(d, (float)p->c);
+  pv_vk_grid(d, t->numel, PV_VK_WG);
+  return 1;
+}
 const pv_op_def pv_op_affine = {.name = "affine", .min_src = 1, .max_src = 1, .flags = PV_OPF_INPLACE,
                                 .shape = affine_shape, .backward = affine_backward, .cpu = affine_cpu,
-                                .ref = affine_ref};
+                                .ref = affine_ref, .vk = affine_vk};
 static pv_tensor *affine(pv_graph *g, pv_tensor *x, double s, double c) {
   affine_p p = {s, c};
   return pv__node(g, PV_OP_AFFINE, 1, &x, &p, sizeof p);
@@ -342,11 +370,22 @@ static void unary_grad_ref(const pv_tensor *t, double *y, const double *const *s
   int k = PV_CPARAMS(unary_p, t)->kind;
   for (int64_t i = 0; i < t->numel; i++) y[i] = s[1][i] * ug_d(k, s[0][i]);
 }
+static int unary_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  int bind[3] = {-1, 0, 1};
+  pv_vk_begin(d, t->nsrc == 2 ? "unary_grad" : "unary", t->nsrc + 1, bind);
+  pv_vk_push(d, (uint32_t)t->numel);
+  pv_vk_push(d, (uint32_t)PV_CPARAMS(unary_p, t)->kind);
+  pv_vk_grid(d, t->numel, PV_VK_WG);
+  d->work = 20.0 * (double)t->numel;
+  return 1;
+}
 const pv_op_def pv_op_unary = {.name = "unary", .min_src = 1, .max_src = 1, .flags = PV_OPF_INPLACE,
                                .shape = unary_shape, .backward = unary_backward, .cpu = unary_cpu,
-                               .ref = unary_ref};
+                               .ref = unary_ref, .vk = unary_vk};
 const pv_op_def pv_op_unary_grad = {.name = "unary_grad", .min_src = 2, .max_src = 2, .flags = PV_OPF_INPLACE,
-                                    .shape = unary_shape, .cpu = unary_grad_cpu, .ref = unary_grad_ref};
+                                    .shape = unary_shape, .cpu = unary_grad_cpu, .ref = unary_grad_ref,
+                                    .vk = unary_vk};
 
 pv_tensor *pv_unary(pv_graph *g, pv_unary_kind kind, pv_tensor *x) {
   unary_p p = {(int)kind};

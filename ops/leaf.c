@@ -1,6 +1,7 @@
 /* Leaves: input (written by pv_plan_write), var (a pv_var's storage), fill (constant), arange.
  * No gradients flow through fill/arange; a var's gradient is collected by autodiff. */
 #include "common.h"
+#include "../runtime/vulkan/vk_ops.h"
 
 typedef struct {
   int dtype, ndim;
@@ -48,8 +49,17 @@ static void fill_ref(const pv_tensor *t, double *y, const double *const *s, doub
   (void)s, (void)w, (void)err;
   for (int64_t i = 0; i < t->numel; i++) y[i] = PV_CPARAMS(fill_p, t)->value;
 }
+static int fill_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  int bind[1] = {-1};
+  pv_vk_begin(d, "fill", 1, bind);
+  pv_vk_push(d, (uint32_t)t->numel);
+  pv_vk_pushf(d, (float)PV_CPARAMS(fill_p, t)->value);
+  pv_vk_grid(d, t->numel, PV_VK_WG);
+  return 1;
+}
 const pv_op_def pv_op_fill = {.name = "fill", .flags = PV_OPF_LEAF, .shape = fill_shape, .cpu = fill_cpu,
-                              .ref = fill_ref};
+                              .ref = fill_ref, .vk = fill_vk};
 
 static pv_status arange_shape(pv_tensor *t) {
   const arange_p *p = PV_CPARAMS(arange_p, t);
@@ -72,6 +82,15 @@ static void arange_ref(const pv_tensor *t, double *y, const double *const *s, do
   (void)s, (void)w, (void)err;
   for (int64_t i = 0; i < t->numel; i++) y[i] = (double)i;
 }
+static int arange_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  int bind[1] = {-1};
+  pv_vk_begin(d, "arange", 1, bind);
+  pv_vk_push(d, (uint32_t)t->numel);
+  pv_vk_push(d, (uint32_t)t->dtype);
+  pv_vk_grid(d, t->numel, PV_VK_WG);
+  return 1;
+}
 const pv_op_def pv_op_arange = {.name = "arange", .flags = PV_OPF_LEAF, .shape = arange_shape, .cpu = arange_cpu,
-                                .ref = arange_ref};
+                                .ref = arange_ref, .vk = arange_vk};
 

@@ -7,6 +7,7 @@
  *  sum_to:     sums the broadcast dimensions of x away to reach a shape (right-aligned); dx = expand(dy).
  *  expand:     broadcasts x to a shape; dx = sum_to(dy, x.shape). */
 #include "common.h"
+#include "../runtime/vulkan/vk_ops.h"
 
 enum { R_SUM = 0, R_MEAN, R_MAX };
 enum { RA_SUM = 0, RA_SUMSQ };
@@ -113,8 +114,17 @@ static pv_status reduce_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const
   return g->st;
 }
 
+static int reduce_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  const reduce_p *p = PV_CPARAMS(reduce_p, t);
+  const pv_tensor *x = t->src[0];
+  int64_t n = x->shape[p->axis];
+  float scale = p->kind == R_MEAN ? (n ? (float)(1.0 / (double)n) : 0.0f) : 1.0f;
+  return pv_vk_reduce(d, x->ndim, x->shape, 1u << p->axis, p->kind == R_MAX ? 1 : 0, scale);
+}
+
 const pv_op_def pv_op_reduce = {.name = "reduce", .min_src = 1, .max_src = 1, .shape = reduce_shape,
-                                .backward = reduce_backward, .cpu = reduce_cpu, .ref = reduce_ref};
+                                .backward = reduce_backward, .cpu = reduce_cpu, .ref = reduce_ref, .vk = reduce_vk};
 
 static pv_tensor *reduce(pv_graph *g, int kind, pv_tensor *x, int axis, int keepdim) {
   reduce_p p = {kind, axis, keepdim ? 1 : 0};
@@ -159,8 +169,21 @@ static void max_grad_ref(const pv_tensor *t, double *y, const double *const *s, 
     for (int64_t k = 0; k < n; k++) y[o * n * inner + k * inner + i] = k == best ? s[1][j] : 0.0;
   }
 }
+static int max_grad_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  int64_t outer, n, inner;
+  oni(t->src[0], PV_CPARAMS(reduce_p, t)->axis, &outer, &n, &inner);
+  int bind[3] = {-1, 0, 1};
+  pv_vk_begin(d, "max_grad", 3, bind);
+  pv_vk_push(d, (uint32_t)(outer * inner));
+  pv_vk_push(d, (uint32_t)n);
+  pv_vk_push(d, (uint32_t)inner);
+  pv_vk_grid(d, outer * inner, PV_VK_WG);
+  d->work = 2.0 * (double)t->numel;
+  return 1;
+}
 const pv_op_def pv_op_max_grad = {.name = "max_grad", .min_src = 2, .max_src = 2, .nodiff = 1u, .shape = max_grad_shape,
-                                  .cpu = max_grad_cpu, .ref = max_grad_ref};
+                                  .cpu = max_grad_cpu, .ref = max_grad_ref, .vk = max_grad_vk};
 static pv_tensor *max_grad(pv_graph *g, pv_tensor *x, pv_tensor *dyk, int axis) {
   reduce_p p = {R_MAX, axis, 1};
   pv_tensor *s[2] = {x, dyk};
@@ -221,9 +244,35 @@ static pv_status reduce_all_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, c
   else dsrc[0] = pv_expand(g, dy, x->ndim, x->shape);
   return g->st;
 }
+#define RA_VK_GROUPS 1024
+/* two passes: RA_VK_GROUPS (at most) workgroups sum fixed chunks into scratch, then one workgroup sums those */
+static int reduce_all_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  if (max < 2) return 0;
+  int64_t n = t->src[0]->numel, g = (n + 4095) / 4096;
+  if (g < 1) g = 1;
+  if (g > RA_VK_GROUPS) g = RA_VK_GROUPS;
+  int64_t chunk = (n + g - 1) / g;
+  int bind[3] = {-1, 0, -2};
+  for (int pass = 0; pass < 2; pass++) {
+    pv_vk_begin(&d[pass], "reduce_all", 3, bind);
+    pv_vk_push(&d[pass], (uint32_t)n);
+    pv_vk_push(&d[pass], (uint32_t)chunk);
+    pv_vk_push(&d[pass], PV_CPARAMS(reduce_all_p, t)->kind == RA_SUMSQ ? 1u : 0u);
+    pv_vk_push(&d[pass], (uint32_t)pass);
+    pv_vk_push(&d[pass], (uint32_t)g);
+    pv_vk_grid(&d[pass], pass ? PV_VK_WG : g * PV_VK_WG, PV_VK_WG);
+    d[pass].work = pass ? (double)g : 2.0 * (double)n;
+  }
+  return 2;
+}
+static size_t reduce_all_vk_scratch(const pv_tensor *t) {
+  (void)t;
+  return RA_VK_GROUPS * sizeof(float);
+}
 const pv_op_def pv_op_reduce_all = {.name = "reduce_all", .min_src = 1, .max_src = 1, .flags = PV_OPF_CPU_SERIAL,
                                     .shape = reduce_all_shape, .backward = reduce_all_backward,
-                                    .cpu = reduce_all_cpu, .cpu_scratch = reduce_all_scratch, .ref = reduce_all_ref};
+                                    .cpu = reduce_all_cpu, .cpu_scratch = reduce_all_scratch, .ref = reduce_all_ref,
+                                    .vk = reduce_all_vk, .vk_scratch = reduce_all_vk_scratch};
 pv_tensor *pv_sumsq(pv_graph *g, pv_tensor *x) {
   reduce_all_p p = {RA_SUMSQ};
   return pv__node(g, PV_OP_REDUCE_ALL, 1, &x, &p, sizeof p);
@@ -390,10 +439,26 @@ static pv_status expand_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const
   dsrc[0] = pv_sum_to(g, dy, t->src[0]->ndim, t->src[0]->shape);
   return g->st;
 }
+static int sum_to_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  const pv_tensor *x = t->src[0];
+  int64_t ss[PV_MAX_DIMS];
+  pv__bcast_strides(x->ndim, x->shape, t->ndim, t->shape, ss);
+  unsigned red = 0;
+  for (int i = 0; i < x->ndim; i++)
+    if (ss[i] == 0 && x->shape[i] != 1) red |= 1u << i;
+  return pv_vk_reduce(d, x->ndim, x->shape, red, 0, 1.0f);
+}
+static int expand_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  int64_t ss[PV_MAX_DIMS];
+  pv__bcast_strides(t->ndim, t->shape, t->src[0]->ndim, t->src[0]->shape, ss);
+  return pv_vk_gather(d, 0, t->ndim, t->shape, ss, 0, 4);
+}
 const pv_op_def pv_op_sum_to = {.name = "sum_to", .min_src = 1, .max_src = 1, .shape = sum_to_shape,
-                                .backward = sum_to_backward, .cpu = sum_to_cpu, .ref = sum_to_ref};
+                                .backward = sum_to_backward, .cpu = sum_to_cpu, .ref = sum_to_ref, .vk = sum_to_vk};
 const pv_op_def pv_op_expand = {.name = "expand", .min_src = 1, .max_src = 1, .shape = expand_shape,
-                                .backward = expand_backward, .cpu = expand_cpu, .ref = expand_ref};
+                                .backward = expand_backward, .cpu = expand_cpu, .ref = expand_ref, .vk = expand_vk};
 
 static int same(const pv_tensor *x, int ndim, const int64_t *shape) {
   if (x->ndim != ndim) return 0;

@@ -6,6 +6,7 @@
  *  concat:   y = [x0, x1, ..] along axis; dxk = slice(dy, offset_k, offset_k + len_k).
  *  copy:     y = x; dx = dy.      cast: y = dtype(x); dx = cast(dy, x.dtype). */
 #include "common.h"
+#include "../runtime/vulkan/vk_ops.h"
 
 typedef struct {
   int ndim;
@@ -156,8 +157,15 @@ static pv_status permute_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, cons
   dsrc[0] = pv_permute(g, dy, p->ndim, inv);
   return g->st;
 }
+static int permute_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  int64_t ss[PV_MAX_DIMS];
+  perm_strides(t, ss);
+  return pv_vk_gather(d, 0, t->ndim, t->shape, ss, 0, (int)esize(t));
+}
 const pv_op_def pv_op_permute = {.name = "permute", .min_src = 1, .max_src = 1, .shape = permute_shape,
-                                 .backward = permute_backward, .cpu = permute_cpu, .ref = permute_ref};
+                                 .backward = permute_backward, .cpu = permute_cpu, .ref = permute_ref,
+                                 .vk = permute_vk};
 pv_tensor *pv_permute(pv_graph *g, pv_tensor *x, int ndim, const int *perm) {
   if (!g || g->st) return NULL;
   if (ndim < 0 || ndim > PV_MAX_DIMS || (ndim && !perm)) return pv__gerr(g, PV_ERR_SHAPE, "permute: invalid ndim %d", ndim);
@@ -278,10 +286,25 @@ static pv_status unslice_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, cons
   dsrc[0] = pv_slice(g, dy, p->axis, p->start, p->end);
   return g->st;
 }
+static int slice_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  const slice_p *p = PV_CPARAMS(slice_p, t);
+  int64_t xs[PV_MAX_DIMS];
+  pv_vk_contig(t->src[0]->ndim, t->src[0]->shape, xs);
+  return pv_vk_gather(d, 0, t->ndim, t->shape, xs, p->start * xs[p->axis], (int)esize(t));
+}
+static int unslice_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  const slice_p *p = PV_CPARAMS(slice_p, t);
+  int64_t end[3] = {p->start, p->end, p->full};
+  int src[3] = {-1, 0, -1};
+  return pv_vk_segments(d, t, p->axis, 3, end, src);
+}
 const pv_op_def pv_op_slice = {.name = "slice", .min_src = 1, .max_src = 1, .shape = slice_shape,
-                               .backward = slice_backward, .cpu = slice_cpu, .ref = slice_ref};
+                               .backward = slice_backward, .cpu = slice_cpu, .ref = slice_ref, .vk = slice_vk};
 const pv_op_def pv_op_unslice = {.name = "unslice", .min_src = 1, .max_src = 1, .shape = unslice_shape,
-                                 .backward = unslice_backward, .cpu = unslice_cpu, .ref = unslice_ref};
+                                 .backward = unslice_backward, .cpu = unslice_cpu, .ref = unslice_ref,
+                                 .vk = unslice_vk};
 pv_tensor *pv_slice(pv_graph *g, pv_tensor *x, int axis, int64_t start, int64_t end) {
   slice_p p = {axis, start, end, 0};
   return pv__node(g, PV_OP_SLICE, 1, &x, &p, sizeof p);
@@ -352,8 +375,19 @@ static pv_status concat_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const
   }
   return g->st;
 }
+static int concat_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  int ax = PV_CPARAMS(concat_p, t)->axis, src[PV_MAX_SRC];
+  int64_t end[PV_MAX_SRC], off = 0;
+  for (int k = 0; k < t->nsrc; k++) {
+    off += t->src[k]->shape[ax];
+    end[k] = off;
+    src[k] = k;
+  }
+  return pv_vk_segments(d, t, ax, t->nsrc, end, src);
+}
 const pv_op_def pv_op_concat = {.name = "concat", .min_src = 1, .max_src = PV_MAX_SRC, .shape = concat_shape,
-                                .backward = concat_backward, .cpu = concat_cpu, .ref = concat_ref};
+                                .backward = concat_backward, .cpu = concat_cpu, .ref = concat_ref, .vk = concat_vk};
 pv_tensor *pv_concat(pv_graph *g, int n, pv_tensor *const *xs, int axis) {
   if (!g || g->st) return NULL;
   if (n < 1 || !xs) return pv__gerr(g, PV_ERR_INVALID, "concat: needs at least one input");
@@ -394,8 +428,13 @@ static pv_status copy_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const i
   dsrc[0] = dy;
   return g->st;
 }
+static int copy_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  int64_t one = 1;
+  return pv_vk_gather(d, 0, 1, &t->numel, &one, 0, (int)esize(t));
+}
 const pv_op_def pv_op_copy = {.name = "copy", .min_src = 1, .max_src = 1, .shape = copy_shape,
-                              .backward = copy_backward, .cpu = copy_cpu, .ref = copy_ref};
+                              .backward = copy_backward, .cpu = copy_cpu, .ref = copy_ref, .vk = copy_vk};
 pv_tensor *pv_copy(pv_graph *g, pv_tensor *x) { return pv__node(g, PV_OP_COPY, 1, &x, NULL, 0); }
 
 static pv_status cast_shape(pv_tensor *t) {
@@ -428,8 +467,20 @@ static pv_status cast_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const i
   dsrc[0] = t->src[0]->dtype == PV_F32 ? dy : pv_cast(g, dy, t->src[0]->dtype);
   return g->st;
 }
+static int cast_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  pv_dtype sd = t->src[0]->dtype;
+  if (sd == PV_F64) return 0;
+  int bind[2] = {-1, 0};
+  pv_vk_begin(d, "cast", 2, bind);
+  pv_vk_push(d, (uint32_t)t->numel);
+  pv_vk_push(d, (uint32_t)sd);
+  pv_vk_push(d, (uint32_t)t->dtype);
+  pv_vk_grid(d, esize(t) == 2 ? (t->numel + 1) / 2 : t->numel, PV_VK_WG);
+  return 1;
+}
 const pv_op_def pv_op_cast = {.name = "cast", .min_src = 1, .max_src = 1, .shape = cast_shape,
-                              .backward = cast_backward, .cpu = cast_cpu, .ref = cast_ref};
+                              .backward = cast_backward, .cpu = cast_cpu, .ref = cast_ref, .vk = cast_vk};
 pv_tensor *pv_cast(pv_graph *g, pv_tensor *x, pv_dtype dtype) {
   if (x && x->dtype == dtype) return x;
   cast_p p = {(int)dtype};

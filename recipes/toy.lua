@@ -39,11 +39,14 @@ if opts.out then
   os.execute("mkdir -p '" .. out:gsub("'", "'\\''") .. "'")
   local vars = {}
   for _, k in ipairs(model.params.order) do vars[#vars + 1] = model.params[k] end
-  model.ctx:save_safetensors(out .. "/toy.safetensors", vars, {metadata = {recipe = "toy", steps = tostring(cfg.steps)}})
+  local meta = {recipe = "toy", steps = tostring(cfg.steps)}
+  model.ctx:save_safetensors(out .. "/toy.safetensors", vars, {metadata = meta})
   local f = assert(io.open(out .. "/metrics.json", "w"))
   f:write(json.encode({recipe = "toy", steps = cfg.steps, seed = cfg.seed, final_loss = final, losses = losses,
     wall_s = os.time() - t0}), "\n")
   f:close()
   print("wrote " .. out .. "/toy.safetensors and " .. out .. "/metrics.json")
 end
-if final ~= final or final > 0.5 then error(string.format("toy training did not converge (final loss %g)", final), 0) end
+if final ~= final or final > 0.5 then
+  error(string.format("toy training did not converge (final loss %g)", final), 0)
+end

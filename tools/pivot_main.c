@@ -76,7 +76,8 @@ static void dir_of(const char *path, char *buf, size_t cap) {
   else snprintf(buf, cap, "%.*s", (int)(slash - path), path);
 }
 
-/* Prepends the pivot Lua directories (and the script's own dir, if given) to package.path. */
+/* Prepends to package.path: $PIVOT_LUA_DIR, the source tree's lua/, the install's share/pivot/lua,
+ * then the script's own directory (if given). */
 static void set_package_path(lua_State *L, const char *script) {
   char exe[PATH_MAX], exedir[PATH_MAX], sdir[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -88,11 +89,6 @@ static void set_package_path(lua_State *L, const char *script) {
   }
   luaL_Buffer b;
   luaL_buffinit(L, &b);
-  if (script) {
-    dir_of(script, sdir, sizeof sdir);
-    lua_pushfstring(L, "%s/?.lua;", sdir);
-    luaL_addvalue(&b);
-  }
   const char *src = getenv("PIVOT_LUA_DIR"); /* override for tests and relocated trees */
   if (src && *src) {
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", src, src);
@@ -102,6 +98,11 @@ static void set_package_path(lua_State *L, const char *script) {
   luaL_addvalue(&b);
   lua_pushfstring(L, "%s/../share/pivot/lua/?.lua;%s/../share/pivot/lua/?/init.lua;", exedir, exedir);
   luaL_addvalue(&b);
+  if (script) { /* after pivot's own modules, so that e.g. recipes/pivot.lua cannot shadow `require "pivot"` */
+    dir_of(script, sdir, sizeof sdir);
+    lua_pushfstring(L, "%s/?.lua;", sdir);
+    luaL_addvalue(&b);
+  }
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
   const char *old = lua_tostring(L, -1);

@@ -138,9 +138,16 @@ local scope_stack = {}
 -- pv.scope(name, fn, ...): calls fn(...) and returns its results; an error raised inside gets the
 -- dotted module path of the enclosing scopes inserted after its position, e.g.
 -- "model.lua:40: mllm.llm.layers.3.attn: matmul: ...". The traceback of the original error is kept.
+-- name is relative to the enclosing scope ("attn" inside "mllm.llm.layers.3"), or a full path that
+-- already starts with the enclosing one ("mllm.llm.layers.3.attn"), which is used as it is.
 function M.scope(name, fn, ...)
-  scope_stack[#scope_stack + 1] = tostring(name)
-  local path = table.concat(scope_stack, ".")
+  name = tostring(name)
+  local parent = scope_stack[#scope_stack]
+  local path = name
+  if parent and parent ~= "" and name ~= parent and name:sub(1, #parent + 1) ~= parent .. "." then
+    path = parent .. "." .. name
+  end
+  scope_stack[#scope_stack + 1] = path
   local function handler(e)
     if type(e) ~= "string" or M._tracebacks[e] then return e end
     local pos, rest = e:match("^([^\n]-:%d+: )(.*)$")
@@ -159,7 +166,7 @@ function M.scope(name, fn, ...)
 end
 
 -- The current dotted scope path ("" outside any scope).
-function M.scope_path() return table.concat(scope_stack, ".") end
+function M.scope_path() return scope_stack[#scope_stack] or "" end
 
 ---------------------------------------------------------------------------------------------------- dtypes
 M.F32, M.F16, M.BF16, M.I32, M.I64, M.F64 = 0, 1, 2, 3, 4, 5
@@ -246,7 +253,7 @@ local function host_data(data, dt, numel, src, what)
     end
     local count = numel
     if is_array then
-      local len = ffi.sizeof(data) / C.pv_dtype_size(cdt)
+      local len = ffi.sizeof(data) / tonumber(C.pv_dtype_size(cdt))
       if len < numel then
         raise(string.format("%s: %d elements given, %d expected", what, tonumber(len), tonumber(numel)))
       end
@@ -432,9 +439,18 @@ function Var:read()
   return t, self.shape
 end
 function Var:item() return (self:read())[1] end
-function Var:fill(v) check(C.pv_var_fill(vptr(self), v), cptr(self.ctx)); return self end
-function Var:init_normal(mean, std) check(C.pv_var_init_normal(vptr(self), mean or 0, std or 1), cptr(self.ctx)); return self end
-function Var:init_uniform(lo, hi) check(C.pv_var_init_uniform(vptr(self), lo, hi), cptr(self.ctx)); return self end
+function Var:fill(v)
+  check(C.pv_var_fill(vptr(self), v), cptr(self.ctx))
+  return self
+end
+function Var:init_normal(mean, std)
+  check(C.pv_var_init_normal(vptr(self), mean or 0, std or 1), cptr(self.ctx))
+  return self
+end
+function Var:init_uniform(lo, hi)
+  check(C.pv_var_init_uniform(vptr(self), lo or -1, hi or 1), cptr(self.ctx))
+  return self
+end
 function Var:free()
   local p = vptr(self)
   check(C.pv_var_free(p), cptr(self.ctx))
@@ -698,7 +714,7 @@ function T.mean(x, axis, keepdim)
   return build(x, "mean", C.pv_mean, x._p, axis, keepdim and 1 or 0)
 end
 function T.max(x, axis, keepdim)
-  if axis == nil then return x:reshape{-1}:max(0) end
+  if axis == nil then return x:reshape{-1}:max(0, true) end -- [1], like sum_all
   return build(x, "max", C.pv_max, x._p, axis, keepdim and 1 or 0)
 end
 function T.sumsq(x) return build(x, "sumsq", C.pv_sumsq, x._p) end
@@ -936,7 +952,7 @@ end
 local function st_index(st, name)
   local i = st:find(name)
   if not i then
-    raise(string.format("NOT_FOUND: safetensors '%s' has no tensor '%s'", st.path, tostring(name)))
+    raise(string.format("PV_ERR_NOT_FOUND: safetensors '%s' has no tensor '%s'", st.path, tostring(name)))
   end
   return i
 end

@@ -198,7 +198,7 @@ static void init_instance(pv_vk_ctx *s) {
     }
   }
   VkApplicationInfo app = {VK_STRUCTURE_TYPE_APPLICATION_INFO, NULL, "pivot", 1, "pivot", 1, s->inst_api};
-  VkDebugUtilsMessengerCreateInfoEXT mci = {VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
+  VkDebugUtilsMessengerCreateInfoEXT mci = {.sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
   mci.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT;
   mci.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT;
   mci.pfnUserCallback = debug_cb;
@@ -206,7 +206,7 @@ static void init_instance(pv_vk_ctx *s) {
   VkValidationFeatureEnableEXT vfe[1] = {VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT};
   VkValidationFeaturesEXT vf = {VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT, NULL, 1, vfe, 0, NULL};
   if (s->validation && sync_val) mci.pNext = &vf;
-  VkInstanceCreateInfo ici = {VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
+  VkInstanceCreateInfo ici = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
   ici.pApplicationInfo = &app;
   ici.enabledLayerCount = nlayers;
   ici.ppEnabledLayerNames = layers;
@@ -392,9 +392,9 @@ static void dev_info(pv_vk_ctx *s, VkPhysicalDevice pd, pv_vk_devinfo *di) {
     di->has_budget_ext = has_ext(ep, ne, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
   } else ne = 0;
   /* properties */
-  VkPhysicalDeviceSubgroupProperties sg = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
-  VkPhysicalDeviceDriverProperties drv = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
-  VkPhysicalDeviceProperties2 p2 = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, &sg};
+  VkPhysicalDeviceSubgroupProperties sg = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+  VkPhysicalDeviceDriverProperties drv = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
+  VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sg};
   if (v12 || (ep && has_ext(ep, ne, VK_KHR_DRIVER_PROPERTIES_EXTENSION_NAME))) sg.pNext = &drv;
   s->f.vkGetPhysicalDeviceProperties2(pd, &p2);
   free(ep);
@@ -406,18 +406,18 @@ static void dev_info(pv_vk_ctx *s, VkPhysicalDevice pd, pv_vk_devinfo *di) {
                        (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
   di->shared_mem = pr.limits.maxComputeSharedMemorySize;
   /* features */
-  VkPhysicalDevice16BitStorageFeatures f16s = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
-  VkPhysicalDeviceShaderFloat16Int8Features f16 = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
-  VkPhysicalDeviceFeatures2 f2 = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, &f16s};
+  VkPhysicalDevice16BitStorageFeatures f16s = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+  VkPhysicalDeviceShaderFloat16Int8Features f16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
+  VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f16s};
   if (v12) f16s.pNext = &f16;
   s->f.vkGetPhysicalDeviceFeatures2(pd, &f2);
   di->fp16 = v12 && f16.shaderFloat16;
   di->int64 = f2.features.shaderInt64;
   di->sb16 = f16s.storageBuffer16BitAccess;
   /* memory */
-  VkPhysicalDeviceMemoryBudgetPropertiesEXT mb = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
-  VkPhysicalDeviceMemoryProperties2 m2 = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2,
-                                          di->has_budget_ext ? &mb : NULL};
+  VkPhysicalDeviceMemoryBudgetPropertiesEXT mb = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
+  VkPhysicalDeviceMemoryProperties2 m2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2,
+                                          .pNext = di->has_budget_ext ? &mb : NULL};
   s->f.vkGetPhysicalDeviceMemoryProperties2(pd, &m2);
   for (uint32_t h = 0; h < m2.memoryProperties.memoryHeapCount; h++)
     if (m2.memoryProperties.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) {
@@ -524,7 +524,7 @@ pv_status pv__vk_buf_new(pv_vk_ctx *s, VkDeviceSize size, int kind, pv_vk_buf *b
   if (s->max_alloc && size > s->max_alloc)
     return pv__err(ctx, PV_ERR_NOMEM, "vulkan: %s needs %llu bytes, over the device's maxMemoryAllocationSize (%llu)",
                    what, (unsigned long long)size, (unsigned long long)s->max_alloc);
-  VkBufferCreateInfo bi = {VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+  VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
   bi.size = size;
   bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
   bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
@@ -572,7 +572,7 @@ pv_status pv__vk_buf_new(pv_vk_ctx *s, VkDeviceSize size, int kind, pv_vk_buf *b
 }
 
 void pv__vk_barrier_all(pv_vk_ctx *s, VkCommandBuffer cb) {
-  VkMemoryBarrier mb = {VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+  VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER};
   mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
   mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
                      VK_ACCESS_TRANSFER_WRITE_BIT;
@@ -611,7 +611,7 @@ pv_status pv__vk_transfer(pv_vk_ctx *s, VkBuffer buf, VkDeviceSize off, void *ho
                                   VK_PIPELINE_STAGE_TRANSFER_BIT,
                               0, 1, &mb, 0, NULL, 0, NULL);
     r = s->f.vkEndCommandBuffer(s->xfer_cb);
-    VkSubmitInfo si = {VK_STRUCTURE_TYPE_SUBMIT_INFO};
+    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO};
     si.commandBufferCount = 1;
     si.pCommandBuffers = &s->xfer_cb;
     if (r == VK_SUCCESS) r = s->f.vkQueueSubmit(s->queue, 1, &si, s->xfer_fence);
@@ -687,7 +687,6 @@ pv_status pv__vk_var_upload(pv_vk_ctx *s, pv_var *v) {
   st = pv__vk_transfer(s, vb->buf, vb->off, v->data, (size_t)v->numel * pv_dtype_size(v->dtype), 1);
   if (st) return st;
   vb->version = v->host_version;
-  if (v->dev_version < v->host_version) v->dev_version = v->host_version;
   return PV_OK;
 }
 
@@ -805,7 +804,7 @@ pv_status pv__vk_pipeline(pv_vk_ctx *s, const char *name, VkPipeline *out) {
   if (r != VK_SUCCESS)
     return pv__err(s->ctx, is_oom(r) ? PV_ERR_NOMEM : PV_ERR_BACKEND, "vulkan: shader module '%s': %s",
                    pv__spv_names[idx], pv__vk_result(r));
-  VkComputePipelineCreateInfo ci = {VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
+  VkComputePipelineCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
   ci.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
   ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
   ci.stage.module = mod;
@@ -833,8 +832,8 @@ static pv_status create_device(pv_vk_ctx *s, int index) {
                    s->props.deviceName);
   s->f.vkGetPhysicalDeviceMemoryProperties(s->pdev, &s->memprops);
   dev_info(s, s->pdev, &s->info);
-  VkPhysicalDeviceMaintenance3Properties m3 = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
-  VkPhysicalDeviceProperties2 p2 = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, &m3};
+  VkPhysicalDeviceMaintenance3Properties m3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
+  VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &m3};
   s->f.vkGetPhysicalDeviceProperties2(s->pdev, &p2);
   s->max_alloc = m3.maxMemoryAllocationSize;
   /* queue: the first family with compute (prefer one with timestamps) */
@@ -853,14 +852,14 @@ static pv_status create_device(pv_vk_ctx *s, int index) {
   s->qfam = (uint32_t)qf;
   /* features: enable the useful ones the device has */
   int v12 = VK_API_VERSION_MINOR(s->props.apiVersion) >= 2 && VK_API_VERSION_MINOR(s->inst_api) >= 2;
-  VkPhysicalDevice16BitStorageFeatures f16s = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
-  VkPhysicalDeviceShaderFloat16Int8Features f16 = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
-  VkPhysicalDeviceFeatures2 have = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, &f16s};
+  VkPhysicalDevice16BitStorageFeatures f16s = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+  VkPhysicalDeviceShaderFloat16Int8Features f16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
+  VkPhysicalDeviceFeatures2 have = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f16s};
   if (v12) f16s.pNext = &f16;
   s->f.vkGetPhysicalDeviceFeatures2(s->pdev, &have);
-  VkPhysicalDevice16BitStorageFeatures e16s = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
-  VkPhysicalDeviceShaderFloat16Int8Features e16 = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
-  VkPhysicalDeviceFeatures2 en = {VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, &e16s};
+  VkPhysicalDevice16BitStorageFeatures e16s = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+  VkPhysicalDeviceShaderFloat16Int8Features e16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
+  VkPhysicalDeviceFeatures2 en = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &e16s};
   if (v12) e16s.pNext = &e16;
   en.features.shaderInt64 = have.features.shaderInt64;
   en.features.shaderInt16 = have.features.shaderInt16;
@@ -869,7 +868,7 @@ static pv_status create_device(pv_vk_ctx *s, int index) {
   e16.shaderInt8 = v12 ? f16.shaderInt8 : VK_FALSE;
   float prio = 1.0f;
   VkDeviceQueueCreateInfo qci = {VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, NULL, 0, s->qfam, 1, &prio};
-  VkDeviceCreateInfo dci = {VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
+  VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
   dci.pNext = &en;
   dci.queueCreateInfoCount = 1;
   dci.pQueueCreateInfos = &qci;
@@ -895,7 +894,7 @@ static pv_status create_device(pv_vk_ctx *s, int index) {
   VkCommandBufferAllocateInfo cai = {VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, NULL, s->cmdpool,
                                      VK_COMMAND_BUFFER_LEVEL_PRIMARY, 1};
   r = s->f.vkAllocateCommandBuffers(s->dev, &cai, &s->xfer_cb);
-  VkFenceCreateInfo fci = {VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
   if (r == VK_SUCCESS) r = s->f.vkCreateFence(s->dev, &fci, NULL, &s->xfer_fence);
   if (r != VK_SUCCESS) return pv__err(ctx, PV_ERR_BACKEND, "vulkan: command buffer setup: %s", pv__vk_result(r));
   /* one descriptor set layout for every pipeline: bindings 0..9 tensors, 10 the status word */

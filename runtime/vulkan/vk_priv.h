@@ -66,7 +66,7 @@ typedef struct pv_vk_varbuf {
 /* What the one-line summary shows about a physical device. */
 typedef struct pv_vk_devinfo {
   char name[VK_MAX_PHYSICAL_DEVICE_NAME_SIZE];
-  char driver[160];
+  char driver[2 * VK_MAX_DRIVER_NAME_SIZE + 2 * VK_MAX_DRIVER_INFO_SIZE];
   VkPhysicalDeviceType type;
   uint32_t api;
   int fp16, bf16, coopmat, int64, sb16;
