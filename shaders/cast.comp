@@ -13,7 +13,15 @@ float load_f(uint i, uint dt) {
   if (dt == PV_F16) return pv_f16_to_f32(h16(i));
   if (dt == PV_BF16) return pv_bf16_to_f32(h16(i));
   if (dt == PV_I32) return float(int(x[i]));
-  return float(int(x[2u * i + 1u])) * 4294967296.0 + float(x[2u * i]);
+  uint lo = x[2u * i], hi = x[2u * i + 1u];
+  if (hi == (int(lo) < 0 ? 0xffffffffu : 0u)) return float(int(lo)); // fits in 32 bits
+  bool neg = int(hi) < 0;
+  if (neg) { // magnitude of the two's complement value
+    lo = ~lo + 1u;
+    hi = ~hi + (lo == 0u ? 1u : 0u);
+  }
+  float m = float(hi) * 4294967296.0 + float(lo);
+  return neg ? -m : m;
 }
 uint to16(float v, uint dt) { return dt == PV_F16 ? pv_f32_to_f16(v) : pv_f32_to_bf16(v); }
 void main() {
@@ -37,10 +45,14 @@ void main() {
       y[2u * i] = uint(v);
       y[2u * i + 1u] = v < 0 ? 0xffffffffu : 0u;
     } else {
-      float v = trunc(load_f(i, sd));
-      float hi = floor(v / 4294967296.0);
-      y[2u * i] = uint(v - hi * 4294967296.0);
-      y[2u * i + 1u] = uint(int(hi));
+      float v = trunc(load_f(i, sd)), a = abs(v);
+      uint hi = uint(floor(a / 4294967296.0)), lo = uint(a - float(hi) * 4294967296.0); // exact for |v| < 2^63
+      if (v < 0.0) {
+        lo = ~lo + 1u;
+        hi = ~hi + (lo == 0u ? 1u : 0u);
+      }
+      y[2u * i] = lo;
+      y[2u * i + 1u] = hi;
     }
   }
 }

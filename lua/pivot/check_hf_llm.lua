@@ -338,7 +338,7 @@ function M.check_mllm(dir, opts)
       plan:run()
       for _, o in ipairs(outputs) do compare(rows, plan, o[1], golden, o[2], o[4], o[3]) end
       grad_rows(rows, plan, g, params, golden, "dpo.grad.", "", "dpo.grad")
-      M.last_dpo_metrics = obj.read_metrics(plan, d)
+      rows.dpo_metrics = obj.read_metrics(plan, d) -- TRL's metric set of the fixture batch (not a row)
       plan:free()
       g:free()
     end

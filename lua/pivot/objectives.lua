@@ -264,11 +264,10 @@ function M.running_mean()
       for i = 1, #t do s, n = s + t[i], n + 1 end
     end
     if n == 0 then return self.mean end
-    local bm = s / n
-    -- TRL updates with the batch mean as a single sample weighted by the batch size
-    local tot = self.count + n
-    self.mean = self.mean + (bm - self.mean) * n / tot
-    self.count = tot
+    -- TRL 0.9's bco_pair calls RunningMoments.update with the batch-mean reward, a single value: every batch
+    -- counts once, whatever its size
+    self.count = self.count + 1
+    self.mean = self.mean + (s / n - self.mean) / self.count
     return self.mean
   end
   return rm

@@ -67,7 +67,7 @@ case("mllm: vision features, logits, SFT, DPO, AdamW", function()
     "dpo.logps", "dpo.rewards", "dpo.loss", "dpo.grad", "adamw1", "adamw1.update", "adamw1.zero_grad_ulp"} do
     has_kind(rows, k)
   end
-  local m = chk.last_dpo_metrics
+  local m = rows.dpo_metrics
   for _, name in ipairs {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
     "logps/chosen", "logps/rejected"} do
     assert(type(m[name]) == "number", "metric " .. name)

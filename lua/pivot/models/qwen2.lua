@@ -26,8 +26,17 @@ local nn = require "pivot.nn"
 
 local M = {}
 
-local function need(cfg, key, where)
+local json = require "pivot.json"
+
+-- cfg[key], with JSON null read as nil
+local function opt(cfg, key)
   local v = cfg[key]
+  if v == json.null then return nil end
+  return v
+end
+
+local function need(cfg, key, where)
+  local v = opt(cfg, key)
   if v == nil then pv.raise(string.format("%s: config has no field '%s'", where, key)) end
   return v
 end
@@ -35,7 +44,7 @@ end
 -- The RoPE base of a Qwen2 config: top-level rope_theta or rope_parameters.rope_theta (default 10000 as HF).
 function M.rope_theta(cfg)
   if type(cfg.rope_theta) == "number" then return cfg.rope_theta end
-  local rp = cfg.rope_parameters or cfg.rope_scaling
+  local rp = opt(cfg, "rope_parameters") or opt(cfg, "rope_scaling")
   if type(rp) == "table" and type(rp.rope_theta) == "number" then return rp.rope_theta end
   return 10000
 end
@@ -49,13 +58,13 @@ function M.dims(cfg, where)
     intermediate = need(cfg, "intermediate_size", where),
     layers = need(cfg, "num_hidden_layers", where),
     heads = need(cfg, "num_attention_heads", where),
-    eps = cfg.rms_norm_eps or 1e-6,
+    eps = opt(cfg, "rms_norm_eps") or 1e-6,
     theta = M.rope_theta(cfg),
-    init_std = cfg.initializer_range or 0.02,
-    tied = cfg.tie_word_embeddings,
+    init_std = opt(cfg, "initializer_range") or 0.02,
+    tied = opt(cfg, "tie_word_embeddings"),
   }
-  d.kv_heads = cfg.num_key_value_heads or d.heads
-  d.head_dim = cfg.head_dim or math.floor(d.hidden / d.heads)
+  d.kv_heads = opt(cfg, "num_key_value_heads") or d.heads
+  d.head_dim = opt(cfg, "head_dim") or math.floor(d.hidden / d.heads)
   if d.tied == nil then d.tied = true end -- Qwen2Config's default
   if d.heads % d.kv_heads ~= 0 then
     pv.raise(string.format("%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", where, d.heads,
@@ -64,9 +73,9 @@ function M.dims(cfg, where)
   if cfg.use_sliding_window == true then
     pv.raise(where .. ": use_sliding_window = true is not supported (Qwen2.5 checkpoints use full causal attention)")
   end
-  local act = cfg.hidden_act or "silu"
+  local act = opt(cfg, "hidden_act") or "silu"
   if act ~= "silu" then pv.raise(where .. ": hidden_act '" .. tostring(act) .. "' is not supported (silu only)") end
-  local rp = cfg.rope_parameters or cfg.rope_scaling
+  local rp = opt(cfg, "rope_parameters") or opt(cfg, "rope_scaling")
   if type(rp) == "table" then
     local rt = rp.rope_type or rp.type
     if rt ~= nil and rt ~= "default" then

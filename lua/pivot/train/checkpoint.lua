@@ -141,12 +141,16 @@ local function read_state(path)
 end
 M.read_state = read_state
 
--- complete checkpoints in dir, sorted by step: list of {step, name, path}
+-- complete checkpoints in dir (with trainer_state.json and model.safetensors), sorted by step: list of
+-- {step, name, path}
 function M.list(dir)
   local r = {}
   for _, name in ipairs(M.list_dir(dir)) do
     local s = step_of(name)
-    if s then r[#r + 1] = {step = s, name = name, path = dir .. "/" .. name} end
+    local path = dir .. "/" .. name
+    if s and M.exists(path .. "/trainer_state.json") and M.exists(path .. "/model.safetensors") then
+      r[#r + 1] = {step = s, name = name, path = path}
+    end
   end
   table.sort(r, function(a, b) return a.step < b.step end)
   return r

@@ -125,7 +125,7 @@ function M.new(opts)
   end
   self.log = log.new{path = metrics_path, every = self.log_every, total = self.steps, progress = opts.progress,
     quiet = opts.quiet, start_step = self.step_count}
-  if self.resumed_from then
+  if self.resumed_from and not opts.quiet then
     self.log:message(string.format("trainer: resumed from %s (step %d of %d)", self.resumed_from, self.step_count,
       self.steps))
   end
@@ -141,6 +141,7 @@ function Trainer:_load(path, st)
   self.data_state = st.data_state
   self.epoch = st.epoch
   self.last_checkpoint = path
+  self.last_saved_step = self.step_count
   self.resumed_from = path
   self.resume_state = st
   if self.accum > 1 then
