@@ -71,17 +71,21 @@ static int run_plan(pv_context *ctx, gc *c, const char *backend, double **data, 
     int64_t n = pv_tensor_numel(c->in[i]);
     if (is_int(pv_tensor_dtype(c->in[i]))) { /* ids are written as i64 */
       int64_t *ids = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
-      for (int64_t j = 0; j < n; j++) ids[j] = (int64_t)data[i][j];
+      for (int64_t j = 0; j < n; j++)
+        ids[j] = (int64_t)data[i][j];
       ok = pv_plan_write(p, c->in[i], PV_I64, ids, n) == PV_OK;
       free(ids);
-    } else ok = pv_plan_write(p, c->in[i], PV_F64, data[i], n) == PV_OK;
+    } else
+      ok = pv_plan_write(p, c->in[i], PV_F64, data[i], n) == PV_OK;
   }
   ok = ok && pv_plan_run(p) == PV_OK;
   for (int i = 0; ok && i < c->nout; i++)
     ok = pv_plan_read(p, c->out[i], PV_F64, res[i], pv_tensor_numel(c->out[i])) == PV_OK;
   if (!ok) fprintf(stderr, "  %s: %s\n", backend, pv_last_error(ctx));
-  if (keep && ok) *keep = p;
-  else pv_plan_free(p);
+  if (keep && ok)
+    *keep = p;
+  else
+    pv_plan_free(p);
   return ok;
 }
 
@@ -122,7 +126,8 @@ static void compare(const char *name, pv_context *ctx, gc *c, double tol) {
       } else {
         double e = rel_l2(yv[i], yc[i], n);
         int fin = 1;
-        for (int64_t j = 0; j < n; j++) fin &= isfinite(yv[i][j]);
+        for (int64_t j = 0; j < n; j++)
+          fin &= isfinite(yv[i][j]);
         CHECK(fin && e <= tol, "%s: output %d vulkan vs cpu rel err %.3g (tol %.1g)%s", name, i, e, tol,
               fin ? "" : " non-finite");
       }
@@ -135,8 +140,10 @@ static void compare(const char *name, pv_context *ctx, gc *c, double tol) {
     CHECK(ok2, "%s: a second vulkan run differs (%s)", name, pv_last_error(ctx));
   }
   pv_plan_free(pv);
-  for (int i = 0; i < c->nin; i++) free(data[i]);
-  for (int i = 0; i < c->nout; i++) free(yc[i]), free(yv[i]), free(yv2[i]);
+  for (int i = 0; i < c->nin; i++)
+    free(data[i]);
+  for (int i = 0; i < c->nout; i++)
+    free(yc[i]), free(yv[i]), free(yv2[i]);
   pv_graph_free(c->g);
   if (ok && okv) printf("ok   %s\n", name);
 }
@@ -152,13 +159,61 @@ static gc gc_new(pv_context *ctx) {
 static void add_backward(gc *c, pv_tensor *out) {
   int64_t sh[8];
   int nd = pv_tensor_ndim(out);
-  for (int i = 0; i < nd; i++) sh[i] = pv_tensor_dim(out, i);
+  for (int i = 0; i < nd; i++)
+    sh[i] = pv_tensor_dim(out, i);
   pv_tensor *R = add_in(c, "R", PV_F32, nd, sh);
   pv_tensor *loss = pv_sum_all(c->g, pv_mul(c->g, out, R));
   if (!loss || pv_graph_backward(c->g, loss) != PV_OK) return;
   for (int i = 0; i < c->nin - 1; i++) {
     pv_tensor *gr = pv_grad(c->g, c->in[i]);
     if (gr) add_out(c, gr);
+  }
+}
+
+static void reduce_cases(pv_context *ctx, const char *tag) {
+  char nm[128];
+  {
+    gc c = gc_new(ctx);
+    int64_t s1[3] = {3, 5000, 2}, s2[2] = {300, 1000}, s3[2] = {777, 300}, s4[3] = {100, 70, 100}, s5[2] = {10, 40};
+    pv_tensor *x1 = add_in(&c, "x1", PV_F32, 3, s1), *x2 = add_in(&c, "x2", PV_F32, 2, s2);
+    pv_tensor *x3 = add_in(&c, "x3", PV_F32, 2, s3), *x4 = add_in(&c, "x4", PV_F32, 3, s4);
+    pv_tensor *x5 = add_in(&c, "x5", PV_F32, 2, s5);
+    add_out(&c, pv_sum(c.g, x1, 1, 0));
+    add_out(&c, pv_max(c.g, x1, 1, 1));
+    add_out(&c, pv_mean(c.g, x2, -1, 0));
+    add_out(&c, pv_max(c.g, x2, -1, 0));
+    add_out(&c, pv_max(c.g, x3, 0, 0));
+    add_out(&c, pv_sum(c.g, x3, 0, 1));
+    add_out(&c, pv_sum(c.g, x4, 1, 0));
+    add_out(&c, pv_max(c.g, x4, 1, 0));
+    add_out(&c, pv_mean(c.g, x4, 0, 0));
+    add_out(&c, pv_sum(c.g, x5, 1, 0));
+    add_out(&c, pv_max(c.g, x5, 0, 0));
+    snprintf(nm, sizeof nm, "reduce sum/mean/max, long and short axes%s", tag);
+    compare(nm, ctx, &c, 1e-5);
+  }
+  {
+    gc c = gc_new(ctx);
+    int64_t s1[1] = {3000001}, s2[2] = {123, 457};
+    pv_tensor *x1 = add_in(&c, "x1", PV_F32, 1, s1), *x2 = add_in(&c, "x2", PV_F32, 2, s2);
+    add_out(&c, pv_sumsq(c.g, x1));
+    add_out(&c, pv_sum_all(c.g, pv_unary(c.g, PV_ABS, x1)));
+    add_out(&c, pv_sum_all(c.g, x2));
+    snprintf(nm, sizeof nm, "reduce_all over 3M elements (two passes)%s", tag);
+    compare(nm, ctx, &c, 1e-5);
+  }
+  {
+    gc c = gc_new(ctx);
+    int64_t s1[2] = {512, 384}, t1[1] = {384}, s2[4] = {2, 3, 4, 5}, t2[3] = {3, 1, 5}, s3[3] = {64, 33, 70},
+            t3[3] = {64, 1, 1}, e1[3] = {7, 300, 384};
+    pv_tensor *x1 = add_in(&c, "x1", PV_F32, 2, s1), *x2 = add_in(&c, "x2", PV_F32, 4, s2);
+    pv_tensor *x3 = add_in(&c, "x3", PV_F32, 3, s3);
+    add_out(&c, pv_sum_to(c.g, x1, 1, t1));
+    add_out(&c, pv_sum_to(c.g, x2, 3, t2));
+    add_out(&c, pv_sum_to(c.g, x3, 3, t3));
+    add_out(&c, pv_expand(c.g, pv_sum_to(c.g, x1, 1, t1), 3, e1));
+    snprintf(nm, sizeof nm, "sum_to and expand%s", tag);
+    compare(nm, ctx, &c, 1e-5);
   }
 }
 
@@ -195,25 +250,7 @@ static void op_cases(pv_context *ctx) {
     compare(nm, ctx, &c, 2e-5);
   }
   /* reductions: long axes (workgroup per output), many outputs (invocation per output), strided axes */
-  {
-    gc c = gc_new(ctx);
-    int64_t s1[3] = {3, 5000, 2}, s2[2] = {300, 1000}, s3[2] = {777, 300}, s4[3] = {100, 70, 100}, s5[2] = {10, 40};
-    pv_tensor *x1 = add_in(&c, "x1", PV_F32, 3, s1), *x2 = add_in(&c, "x2", PV_F32, 2, s2);
-    pv_tensor *x3 = add_in(&c, "x3", PV_F32, 2, s3), *x4 = add_in(&c, "x4", PV_F32, 3, s4);
-    pv_tensor *x5 = add_in(&c, "x5", PV_F32, 2, s5);
-    add_out(&c, pv_sum(c.g, x1, 1, 0));
-    add_out(&c, pv_max(c.g, x1, 1, 1));
-    add_out(&c, pv_mean(c.g, x2, -1, 0));
-    add_out(&c, pv_max(c.g, x2, -1, 0));
-    add_out(&c, pv_max(c.g, x3, 0, 0));
-    add_out(&c, pv_sum(c.g, x3, 0, 1));
-    add_out(&c, pv_sum(c.g, x4, 1, 0));
-    add_out(&c, pv_max(c.g, x4, 1, 0));
-    add_out(&c, pv_mean(c.g, x4, 0, 0));
-    add_out(&c, pv_sum(c.g, x5, 1, 0));
-    add_out(&c, pv_max(c.g, x5, 0, 0));
-    compare("reduce sum/mean/max, long and short axes", ctx, &c, 1e-5);
-  }
+  reduce_cases(ctx, "");
   {
     gc c = gc_new(ctx);
     int64_t s[3] = {40, 130, 3};
@@ -223,27 +260,6 @@ static void op_cases(pv_context *ctx) {
     add_out(&c, y);
     add_backward(&c, y);
     compare("reduce backward (max_grad, expand)", ctx, &c, 1e-5);
-  }
-  {
-    gc c = gc_new(ctx);
-    int64_t s1[1] = {3000001}, s2[2] = {123, 457};
-    pv_tensor *x1 = add_in(&c, "x1", PV_F32, 1, s1), *x2 = add_in(&c, "x2", PV_F32, 2, s2);
-    add_out(&c, pv_sumsq(c.g, x1));
-    add_out(&c, pv_sum_all(c.g, pv_unary(c.g, PV_ABS, x1)));
-    add_out(&c, pv_sum_all(c.g, x2));
-    compare("reduce_all over 3M elements (two passes)", ctx, &c, 1e-5);
-  }
-  {
-    gc c = gc_new(ctx);
-    int64_t s1[2] = {512, 384}, t1[1] = {384}, s2[4] = {2, 3, 4, 5}, t2[3] = {3, 1, 5}, s3[3] = {64, 33, 70},
-            t3[3] = {64, 1, 1}, e1[3] = {7, 300, 384};
-    pv_tensor *x1 = add_in(&c, "x1", PV_F32, 2, s1), *x2 = add_in(&c, "x2", PV_F32, 4, s2);
-    pv_tensor *x3 = add_in(&c, "x3", PV_F32, 3, s3);
-    add_out(&c, pv_sum_to(c.g, x1, 1, t1));
-    add_out(&c, pv_sum_to(c.g, x2, 3, t2));
-    add_out(&c, pv_sum_to(c.g, x3, 3, t3));
-    add_out(&c, pv_expand(c.g, pv_sum_to(c.g, x1, 1, t1), 3, e1));
-    compare("sum_to and expand", ctx, &c, 1e-5);
   }
   /* shape ops */
   {
@@ -331,7 +347,8 @@ static void replay_cases(pv_context *ctx) {
   enum { N = 37 * 300 };
   static float in[3][N], keep[3][300], fresh[300];
   for (int r = 0; r < 3; r++)
-    for (int i = 0; i < N; i++) in[r][i] = (float)nrand();
+    for (int i = 0; i < N; i++)
+      in[r][i] = (float)nrand();
   pv_plan *p = NULL;
   int ok = pv_plan_compile(g, &ov, &p) == PV_OK;
   CHECK(ok, "replay: compile: %s", pv_last_error(ctx));
@@ -388,8 +405,8 @@ static void replay_cases(pv_context *ctx) {
 }
 
 /* ------------------------------------------------------------ variables */
-static int read_y(pv_context *ctx, pv_graph *g, const char *be, pv_tensor *x, pv_tensor *y, const float *xs,
-                  float *out, int n) {
+static int read_y(pv_context *ctx, pv_graph *g, const char *be, pv_tensor *x, pv_tensor *y, const float *xs, float *out,
+                  int n) {
   pv_plan *p = NULL;
   pv_plan_options o = {be, 0, -1, 0};
   int ok = pv_plan_compile(g, &o, &p) == PV_OK && pv_plan_write(p, x, PV_F32, xs, n) == PV_OK &&
@@ -406,7 +423,8 @@ static void var_cases(pv_context *ctx) {
   CHECK(pv_var_new(ctx, "w", PV_F32, 1, sh, &w) == PV_OK, "var_new");
   if (!w) return;
   static float xs[N], wv[N], out[N], w2[N], w3[N], got[N];
-  for (int i = 0; i < N; i++) xs[i] = (float)nrand(), wv[i] = (float)nrand(), w2[i] = (float)nrand(), w3[i] = i * 0.5f;
+  for (int i = 0; i < N; i++)
+    xs[i] = (float)nrand(), wv[i] = (float)nrand(), w2[i] = (float)nrand(), w3[i] = i * 0.5f;
   pv_var_write(w, PV_F32, wv, N);
   pv_graph *g = pv_graph_new(ctx);
   pv_tensor *x = pv_input(g, "x", PV_F32, 1, sh), *wn = pv_use_var(g, w);
@@ -414,20 +432,23 @@ static void var_cases(pv_context *ctx) {
   pv_mark_output(y);
   int ok = read_y(ctx, g, "vulkan", x, y, xs, out, N);
   int good = ok;
-  for (int i = 0; ok && i < N; i++) good &= out[i] == xs[i] * wv[i];
+  for (int i = 0; ok && i < N; i++)
+    good &= out[i] == xs[i] * wv[i];
   CHECK(good, "var: vulkan uses the var's value");
   /* host write after a Vulkan run: uploaded again */
   pv_var_write(w, PV_F32, w2, N);
   ok = read_y(ctx, g, "vulkan", x, y, xs, out, N);
   good = ok;
-  for (int i = 0; ok && i < N; i++) good &= out[i] == xs[i] * w2[i];
+  for (int i = 0; ok && i < N; i++)
+    good &= out[i] == xs[i] * w2[i];
   CHECK(good, "var: a host write is uploaded before the next Vulkan run");
   /* device-newer copy: pv_var_read and CPU plans read it back */
   if (pv__vk_var_device_write) {
     CHECK(pv__vk_var_device_write(w, w3) == PV_OK, "device write: %s", pv_last_error(ctx));
     ok = read_y(ctx, g, "cpu", x, y, xs, out, N);
     good = ok;
-    for (int i = 0; ok && i < N; i++) good &= out[i] == xs[i] * w3[i];
+    for (int i = 0; ok && i < N; i++)
+      good &= out[i] == xs[i] * w3[i];
     CHECK(good, "var: a CPU plan sees the device-newer copy");
     memset(got, 0, sizeof got);
     CHECK(pv_var_read(w, PV_F32, got, N) == PV_OK && !memcmp(got, w3, sizeof got), "var: pv_var_read after sync");
@@ -451,12 +472,14 @@ static void var_cases(pv_context *ctx) {
     CHECK(ok, "assign: run: %s", pv_last_error(ctx));
     CHECK(pv_var_read(w, PV_F32, got, N) == PV_OK, "assign: var_read");
     good = ok;
-    for (int i = 0; ok && i < N; i++) good &= got[i] == wv[i] + 2.0f * xs[i];
+    for (int i = 0; ok && i < N; i++)
+      good &= got[i] == wv[i] + 2.0f * xs[i];
     CHECK(good, "assign on vulkan: pv_var_read sees the update");
     ok = ok && pv_plan_write(pa, v2, PV_F32, xs, N) == PV_OK && pv_plan_run(pa) == PV_OK;
     ok = ok && read_y(ctx, g, "cpu", x, y, xs, out, N);
     good = ok;
-    for (int i = 0; ok && i < N; i++) good &= out[i] == xs[i] * (wv[i] + 2.0f * xs[i] + 2.0f * xs[i]);
+    for (int i = 0; ok && i < N; i++)
+      good &= out[i] == xs[i] * (wv[i] + 2.0f * xs[i] + 2.0f * xs[i]);
     CHECK(good, "assign on vulkan twice, then a CPU plan sees it");
   }
   pv_plan_free(pa);
@@ -469,7 +492,8 @@ static void var_cases(pv_context *ctx) {
     ok = ok && pv_plan_write(pa, v2, PV_F32, w3, N) == PV_OK && pv_plan_run(pa) == PV_OK;
     ok = ok && read_y(ctx, g, "vulkan", x, y, xs, out, N);
     good = ok;
-    for (int i = 0; ok && i < N; i++) good &= out[i] == xs[i] * (wv[i] + 2.0f * w3[i]);
+    for (int i = 0; ok && i < N; i++)
+      good &= out[i] == xs[i] * (wv[i] + 2.0f * w3[i]);
     CHECK(good, "var: a CPU update is uploaded before the next Vulkan run");
   }
   pv_plan_free(pa);
@@ -479,11 +503,42 @@ static void var_cases(pv_context *ctx) {
 }
 
 /* ------------------------------------------------------------ devices and errors */
+static void limit_cases(void) {
+  pv_context *ctx = pv_context_new();
+  pv_graph *g = pv_graph_new(ctx);
+  /* a tensor over maxStorageBufferRange (lavapipe: 128 MiB; 4 GiB elsewhere): rejected, named */
+  int64_t big[1] = {((int64_t)1 << 32) / 4 + 1};
+  pv_tensor *x = pv_input(g, "huge_input", PV_F32, 1, big);
+  pv_mark_output(pv_scale(g, x, 2.0));
+  pv_plan *p = NULL;
+  pv_plan_options o = {"vulkan", 0, -1, 0};
+  pv_status st = pv_plan_compile(g, &o, &p);
+  CHECK(st == PV_ERR_UNSUPPORTED && !p && strstr(pv_last_error(ctx), "huge_input") &&
+            strstr(pv_last_error(ctx), "maxStorageBufferRange"),
+        "over maxStorageBufferRange: %d %s", st, pv_last_error(ctx));
+  pv_graph_free(g);
+  /* an arena over the device memory limits (each tensor fits a binding): PV_ERR_NOMEM, never a crash */
+  g = pv_graph_new(ctx);
+  int64_t sh[1] = {(int64_t)1 << 25}; /* 128 MiB each */
+  for (int i = 0; i < 2000; i++) {    /* 250 GiB */
+    char nm[32];
+    snprintf(nm, sizeof nm, "in%d", i);
+    pv_mark_output(pv_input(g, nm, PV_F32, 1, sh));
+  }
+  int64_t one = 1;
+  pv_mark_output(pv_fill(g, 1.0, 1, &one));
+  st = pv_plan_compile(g, &o, &p);
+  CHECK(st == PV_ERR_NOMEM && !p, "250 GiB arena: %d %s", st, pv_last_error(ctx));
+  printf("ok   limits: %s\n", pv_last_error(ctx));
+  pv_graph_free(g);
+  pv_context_free(ctx);
+}
+
 static void device_cases(void) {
   pv_context *ctx = pv_context_new();
   char buf[4096];
-  CHECK(pv_backend_describe(ctx, "vulkan", buf, sizeof buf) == PV_OK && strstr(buf, "vulkan device 0"),
-        "describe: %s", buf);
+  CHECK(pv_backend_describe(ctx, "vulkan", buf, sizeof buf) == PV_OK && strstr(buf, "vulkan device 0"), "describe: %s",
+        buf);
   printf("%s\n", buf);
   pv_graph *g = pv_graph_new(ctx);
   int64_t sh[1] = {5};
@@ -532,8 +587,10 @@ static void no_vulkan_case(void) {
            pv_plan_run(p) == PV_OK && pv_plan_read(p, y, PV_F32, out, 4) == PV_OK;
   CHECK(ok && out[3] == 12.0f, "no vulkan: the CPU path works: %s", pv_last_error(ctx));
   pv_plan_free(p);
-  if (saved) setenv("PIVOT_VK_LOADER", saved, 1);
-  else unsetenv("PIVOT_VK_LOADER");
+  if (saved)
+    setenv("PIVOT_VK_LOADER", saved, 1);
+  else
+    unsetenv("PIVOT_VK_LOADER");
   /* re-evaluated once the environment changes back */
   int av2 = pv_backend_available(ctx, "vulkan", &why);
   CHECK(av2, "vulkan available again after restoring PIVOT_VK_LOADER: %s", why ? why : "");
@@ -560,6 +617,13 @@ int main(void) {
   replay_cases(ctx);
   var_cases(ctx);
   pv_context_free(ctx);
+  /* the shared-memory variants of the subgroup shaders (pipelines are per context) */
+  setenv("PIVOT_VK_NO_SUBGROUP", "1", 1);
+  ctx = pv_context_new();
+  reduce_cases(ctx, " (no subgroups)");
+  pv_context_free(ctx);
+  unsetenv("PIVOT_VK_NO_SUBGROUP");
+  limit_cases();
   device_cases();
   no_vulkan_case();
   if (pv__vk_validation_active && pv__vk_validation_active(NULL)) {

@@ -278,7 +278,8 @@ end
 function World:sample(seed, index)
   local rgb, image, inst, objs = self:scene(seed, index)
   local s = setmetatable({world = self, seed = seed, index = index, S = self.S, image = image, rgb = rgb,
-    instance = inst, objects = objs, n_objects = #objs, id = string.format("world-%s-%d", tostring(seed), index)},
+    instance = inst, objects = objs, n_objects = #objs,
+    id = string.format("world-%s-%d", (tostring(seed):gsub("U?LL$", "")), index)},
     Sample)
   local rng = data.rng(seed, "world-text", index)
 

@@ -3,7 +3,8 @@
  *
  * Environment: PIVOT_VK_LOADER (loader library path, default libvulkan.so.1), PIVOT_VK_VALIDATION=1 (Khronos
  * validation layer with synchronization validation; errors are printed and counted), PIVOT_DEVICE (device index),
- * PIVOT_QUIET (no device summary on stderr), PIVOT_VK_NO_CACHE=1 (no on-disk pipeline cache), XDG_CACHE_HOME.
+ * PIVOT_QUIET (no device summary on stderr), PIVOT_VK_NO_CACHE=1 (no on-disk pipeline cache), XDG_CACHE_HOME,
+ * PIVOT_VK_NO_SUBGROUP=1 (use the shared-memory variants of shaders that have a NAME_sg subgroup variant).
  *
  * State is per context (ctx->vk): the availability check creates the instance with the loader named by the
  * environment at that time; while no device is open, a changed PIVOT_VK_LOADER makes the next check start over.
@@ -170,7 +171,8 @@ static void init_instance(pv_vk_ctx *s) {
     if (!s->validation) {
       pthread_mutex_lock(&g_mu);
       static int warned;
-      if (!warned) fprintf(stderr, "pivot: PIVOT_VK_VALIDATION is set but VK_LAYER_KHRONOS_validation is not installed\n");
+      if (!warned)
+        fprintf(stderr, "pivot: PIVOT_VK_VALIDATION is set but VK_LAYER_KHRONOS_validation is not installed\n");
       warned = 1;
       pthread_mutex_unlock(&g_mu);
     } else {
@@ -192,8 +194,10 @@ static void init_instance(pv_vk_ctx *s) {
           dbg = has_ext(ep, ne, VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
         free(ep);
       }
-      if (dbg) exts[next++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
-      else s->validation = 0, nlayers = 0, sync_val = 0;
+      if (dbg)
+        exts[next++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+      else
+        s->validation = 0, nlayers = 0, sync_val = 0;
       if (sync_val) exts[next++] = VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME;
     }
   }
@@ -218,7 +222,8 @@ static void init_instance(pv_vk_ctx *s) {
     s->inst = VK_NULL_HANDLE;
     if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
       snprintf(s->why, sizeof s->why, "no Vulkan driver found (vkCreateInstance: VK_ERROR_INCOMPATIBLE_DRIVER)");
-    else snprintf(s->why, sizeof s->why, "vkCreateInstance failed: %s", pv__vk_result(r));
+    else
+      snprintf(s->why, sizeof s->why, "vkCreateInstance failed: %s", pv__vk_result(r));
     return;
   }
 #define PV_VK_LOAD_I(n) s->f.n = (PFN_##n)gipa(s->inst, #n);
@@ -237,8 +242,7 @@ static void init_instance(pv_vk_ctx *s) {
     s->f.vkDestroyDebugUtilsMessengerEXT =
         (PFN_vkDestroyDebugUtilsMessengerEXT)gipa(s->inst, "vkDestroyDebugUtilsMessengerEXT");
     mci.pNext = NULL;
-    if (s->f.vkCreateDebugUtilsMessengerEXT)
-      s->f.vkCreateDebugUtilsMessengerEXT(s->inst, &mci, NULL, &s->messenger);
+    if (s->f.vkCreateDebugUtilsMessengerEXT) s->f.vkCreateDebugUtilsMessengerEXT(s->inst, &mci, NULL, &s->messenger);
     atomic_store(&g_val_active, 1);
   }
   uint32_t n = 0;
@@ -302,7 +306,8 @@ static void vk_ctx_free(pv_context *ctx) {
     if (s->pcache) s->f.vkDestroyPipelineCache(s->dev, s->pcache, NULL);
     if (s->playout) s->f.vkDestroyPipelineLayout(s->dev, s->playout, NULL);
     if (s->dsl) s->f.vkDestroyDescriptorSetLayout(s->dev, s->dsl, NULL);
-    for (int i = 0; i < s->nblocks; i++) pv__vk_buf_free(s, &s->blocks[i]);
+    for (int i = 0; i < s->nblocks; i++)
+      pv__vk_buf_free(s, &s->blocks[i]);
     pv__vk_buf_free(s, &s->stage);
     pv__vk_buf_free(s, &s->dummy);
     if (s->xfer_fence) s->f.vkDestroyFence(s->dev, s->xfer_fence, NULL);
@@ -312,7 +317,8 @@ static void vk_ctx_free(pv_context *ctx) {
   /* var device copies: vars still alive forget theirs */
   for (int i = 0; i < ctx->nvars; i++)
     if (ctx->vars[i]->dev && ((pv_vk_varbuf *)ctx->vars[i]->dev)->owner == s) ctx->vars[i]->dev = NULL;
-  for (int i = 0; i < s->nvarbufs; i++) free(s->varbufs[i]);
+  for (int i = 0; i < s->nvarbufs; i++)
+    free(s->varbufs[i]);
   free(s->varbufs);
   free(s->blocks);
   free(s->pipes);
@@ -390,7 +396,8 @@ static void dev_info(pv_vk_ctx *s, VkPhysicalDevice pd, pv_vk_devinfo *di) {
     di->bf16 = has_ext(ep, ne, "VK_KHR_shader_bfloat16");
     di->coopmat = has_ext(ep, ne, "VK_KHR_cooperative_matrix") || has_ext(ep, ne, "VK_NV_cooperative_matrix");
     di->has_budget_ext = has_ext(ep, ne, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
-  } else ne = 0;
+  } else
+    ne = 0;
   /* properties */
   VkPhysicalDeviceSubgroupProperties sg = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
   VkPhysicalDeviceDriverProperties drv = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
@@ -398,8 +405,10 @@ static void dev_info(pv_vk_ctx *s, VkPhysicalDevice pd, pv_vk_devinfo *di) {
   if (v12 || (ep && has_ext(ep, ne, VK_KHR_DRIVER_PROPERTIES_EXTENSION_NAME))) sg.pNext = &drv;
   s->f.vkGetPhysicalDeviceProperties2(pd, &p2);
   free(ep);
-  if (sg.pNext) snprintf(di->driver, sizeof di->driver, "%s %s", drv.driverName, drv.driverInfo);
-  else snprintf(di->driver, sizeof di->driver, "driver version 0x%x", pr.driverVersion);
+  if (sg.pNext)
+    snprintf(di->driver, sizeof di->driver, "%s %s", drv.driverName, drv.driverInfo);
+  else
+    snprintf(di->driver, sizeof di->driver, "driver version 0x%x", pr.driverVersion);
   di->subgroup_size = sg.subgroupSize;
   di->subgroup_arith = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                        (sg.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT) &&
@@ -407,7 +416,8 @@ static void dev_info(pv_vk_ctx *s, VkPhysicalDevice pd, pv_vk_devinfo *di) {
   di->shared_mem = pr.limits.maxComputeSharedMemorySize;
   /* features */
   VkPhysicalDevice16BitStorageFeatures f16s = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
-  VkPhysicalDeviceShaderFloat16Int8Features f16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
+  VkPhysicalDeviceShaderFloat16Int8Features f16 = {.sType =
+                                                       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
   VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f16s};
   if (v12) f16s.pNext = &f16;
   s->f.vkGetPhysicalDeviceFeatures2(pd, &f2);
@@ -415,7 +425,8 @@ static void dev_info(pv_vk_ctx *s, VkPhysicalDevice pd, pv_vk_devinfo *di) {
   di->int64 = f2.features.shaderInt64;
   di->sb16 = f16s.storageBuffer16BitAccess;
   /* memory */
-  VkPhysicalDeviceMemoryBudgetPropertiesEXT mb = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
+  VkPhysicalDeviceMemoryBudgetPropertiesEXT mb = {.sType =
+                                                      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
   VkPhysicalDeviceMemoryProperties2 m2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2,
                                           .pNext = di->has_budget_ext ? &mb : NULL};
   s->f.vkGetPhysicalDeviceMemoryProperties2(pd, &m2);
@@ -439,8 +450,10 @@ static const char *type_name(VkPhysicalDeviceType t) {
 static void summary(const pv_vk_devinfo *di, int index, char *buf, size_t cap) {
   double gib = 1024.0 * 1024.0 * 1024.0;
   char mem[96];
-  if (di->mem_budget) snprintf(mem, sizeof mem, "%.1f GiB budget of %.1f GiB", di->mem_budget / gib, di->mem_total / gib);
-  else snprintf(mem, sizeof mem, "%.1f GiB", di->mem_total / gib);
+  if (di->mem_budget)
+    snprintf(mem, sizeof mem, "%.1f GiB budget of %.1f GiB", di->mem_budget / gib, di->mem_total / gib);
+  else
+    snprintf(mem, sizeof mem, "%.1f GiB", di->mem_total / gib);
   snprintf(buf, cap,
            "vulkan device %d: %s (%s), driver %s, Vulkan %u.%u, fp16 %s, bf16 %s, subgroup %u%s, shared memory %u KiB, "
            "cooperative matrix %s, memory %s",
@@ -537,7 +550,8 @@ pv_status pv__vk_buf_new(pv_vk_ctx *s, VkDeviceSize size, int kind, pv_vk_buf *b
   VkMemoryRequirements mr;
   s->f.vkGetBufferMemoryRequirements(s->dev, b->buf, &mr);
   int mt;
-  if (kind == 0) mt = find_mem(s, mr.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0);
+  if (kind == 0)
+    mt = find_mem(s, mr.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0);
   else if (kind == 1)
     mt = find_mem(s, mr.memoryTypeBits, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT, 0);
   else
@@ -601,8 +615,10 @@ pv_status pv__vk_transfer(pv_vk_ctx *s, VkBuffer buf, VkDeviceSize off, void *ho
     if (r != VK_SUCCESS) return pv__err(ctx, PV_ERR_BACKEND, "vulkan: vkBeginCommandBuffer: %s", pv__vk_result(r));
     pv__vk_barrier_all(s, s->xfer_cb);
     VkBufferCopy c = {upload ? 0 : off + done, upload ? off + done : 0, n};
-    if (upload) s->f.vkCmdCopyBuffer(s->xfer_cb, s->stage.buf, buf, 1, &c);
-    else s->f.vkCmdCopyBuffer(s->xfer_cb, buf, s->stage.buf, 1, &c);
+    if (upload)
+      s->f.vkCmdCopyBuffer(s->xfer_cb, s->stage.buf, buf, 1, &c);
+    else
+      s->f.vkCmdCopyBuffer(s->xfer_cb, buf, s->stage.buf, 1, &c);
     VkMemoryBarrier mb = {VK_STRUCTURE_TYPE_MEMORY_BARRIER, NULL, VK_ACCESS_TRANSFER_WRITE_BIT,
                           VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                               VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
@@ -723,9 +739,12 @@ static void pcache_path(pv_vk_ctx *s) {
   if (env_on("PIVOT_VK_NO_CACHE")) return;
   const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
   char dir[900];
-  if (x && *x) snprintf(dir, sizeof dir, "%s/pivot", x);
-  else if (h && *h) snprintf(dir, sizeof dir, "%s/.cache/pivot", h);
-  else return;
+  if (x && *x)
+    snprintf(dir, sizeof dir, "%s/pivot", x);
+  else if (h && *h)
+    snprintf(dir, sizeof dir, "%s/.cache/pivot", h);
+  else
+    return;
   /* mkdir -p */
   for (char *q = dir + 1; *q; q++)
     if (*q == '/') {
@@ -766,7 +785,8 @@ static void create_pcache(pv_vk_ctx *s) {
     if (hlen < 32 || ver != VK_PIPELINE_CACHE_HEADER_VERSION_ONE || vendor != s->props.vendorID ||
         device != s->props.deviceID || memcmp(d + 16, s->props.pipelineCacheUUID, VK_UUID_SIZE) != 0)
       n = 0;
-  } else n = 0;
+  } else
+    n = 0;
   VkPipelineCacheCreateInfo ci = {VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO, NULL, 0, n, n ? data : NULL};
   if (s->f.vkCreatePipelineCache(s->dev, &ci, NULL, &s->pcache) != VK_SUCCESS) {
     ci.initialDataSize = 0;
@@ -786,7 +806,7 @@ static int shader_index(const char *name) {
 
 pv_status pv__vk_pipeline(pv_vk_ctx *s, const char *name, VkPipeline *out) {
   int idx = -1;
-  if (s->info.subgroup_arith) {
+  if (s->info.subgroup_arith && !env_on("PIVOT_VK_NO_SUBGROUP")) {
     char sg[128];
     snprintf(sg, sizeof sg, "%s_sg", name);
     idx = shader_index(sg);
@@ -844,21 +864,25 @@ static pv_status create_device(pv_vk_ctx *s, int index) {
   s->f.vkGetPhysicalDeviceQueueFamilyProperties(s->pdev, &nq, qp);
   int qf = -1;
   for (uint32_t i = 0; i < nq; i++)
-    if ((qp[i].queueFlags & VK_QUEUE_COMPUTE_BIT) && (qf < 0 || (qp[qf].timestampValidBits == 0 && qp[i].timestampValidBits)))
+    if ((qp[i].queueFlags & VK_QUEUE_COMPUTE_BIT) &&
+        (qf < 0 || (qp[qf].timestampValidBits == 0 && qp[i].timestampValidBits)))
       qf = (int)i;
   if (qf >= 0) s->ts_bits = s->props.limits.timestampComputeAndGraphics ? qp[qf].timestampValidBits : 0;
   free(qp);
-  if (qf < 0) return pv__err(ctx, PV_ERR_UNSUPPORTED, "vulkan: device %d (%s) has no compute queue", index, s->props.deviceName);
+  if (qf < 0)
+    return pv__err(ctx, PV_ERR_UNSUPPORTED, "vulkan: device %d (%s) has no compute queue", index, s->props.deviceName);
   s->qfam = (uint32_t)qf;
   /* features: enable the useful ones the device has */
   int v12 = VK_API_VERSION_MINOR(s->props.apiVersion) >= 2 && VK_API_VERSION_MINOR(s->inst_api) >= 2;
   VkPhysicalDevice16BitStorageFeatures f16s = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
-  VkPhysicalDeviceShaderFloat16Int8Features f16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
+  VkPhysicalDeviceShaderFloat16Int8Features f16 = {.sType =
+                                                       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
   VkPhysicalDeviceFeatures2 have = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f16s};
   if (v12) f16s.pNext = &f16;
   s->f.vkGetPhysicalDeviceFeatures2(s->pdev, &have);
   VkPhysicalDevice16BitStorageFeatures e16s = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
-  VkPhysicalDeviceShaderFloat16Int8Features e16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
+  VkPhysicalDeviceShaderFloat16Int8Features e16 = {.sType =
+                                                       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
   VkPhysicalDeviceFeatures2 en = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &e16s};
   if (v12) e16s.pNext = &e16;
   en.features.shaderInt64 = have.features.shaderInt64;
@@ -958,7 +982,7 @@ pv_status pv__vk_open(pv_context *ctx, int want, pv_vk_ctx **out) {
     snprintf(msg, sizeof msg, "%s", ctx->err);
     pv__vk_buf_free(s, &s->dummy);
     pv__vk_buf_free(s, &s->stage);
-    if (s->dev) {
+    if (s->dev && s->f.vkDestroyDevice) {
       if (s->pcache) s->f.vkDestroyPipelineCache(s->dev, s->pcache, NULL);
       if (s->playout) s->f.vkDestroyPipelineLayout(s->dev, s->playout, NULL);
       if (s->dsl) s->f.vkDestroyDescriptorSetLayout(s->dev, s->dsl, NULL);

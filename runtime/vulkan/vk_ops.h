@@ -15,7 +15,8 @@ static inline pv_vk_dispatch *pv_vk_begin(pv_vk_dispatch *d, const char *shader,
   memset(d, 0, sizeof *d);
   d->shader = shader;
   d->nbind = nbind;
-  for (int i = 0; i < nbind && i < PV_MAX_SRC + 2; i++) d->bind[i] = bind[i];
+  for (int i = 0; i < nbind && i < PV_MAX_SRC + 2; i++)
+    d->bind[i] = bind[i];
   return d;
 }
 
@@ -40,7 +41,8 @@ static inline void pv_vk_pushf(pv_vk_dispatch *d, float f) {
 /* Row-major element strides of a contiguous shape. */
 static inline void pv_vk_contig(int nd, const int64_t *shape, int64_t *st) {
   int64_t s = 1;
-  for (int i = nd - 1; i >= 0; i--) st[i] = s, s *= shape[i];
+  for (int i = nd - 1; i >= 0; i--)
+    st[i] = s, s *= shape[i];
 }
 
 /* Drops size-1 dims and merges adjacent dims that every one of the nops stride arrays walks contiguously
@@ -55,12 +57,14 @@ static inline int pv_vk_coalesce(int nd, int64_t *shape, int nops, int64_t (*st)
         if (st[k][n - 1] != st[k][d] * shape[d]) ok = 0;
       if (ok) {
         shape[n - 1] *= shape[d];
-        for (int k = 0; k < nops; k++) st[k][n - 1] = st[k][d];
+        for (int k = 0; k < nops; k++)
+          st[k][n - 1] = st[k][d];
         continue;
       }
     }
     shape[n] = shape[d];
-    for (int k = 0; k < nops; k++) st[k][n] = st[k][d];
+    for (int k = 0; k < nops; k++)
+      st[k][n] = st[k][d];
     n++;
   }
   return n;
@@ -70,9 +74,11 @@ static inline int pv_vk_coalesce(int nd, int64_t *shape, int nops, int64_t (*st)
 static inline void pv_vk_push_dims(pv_vk_dispatch *d, int nd, const int64_t *shape, int nops,
                                    int64_t (*st)[PV_MAX_DIMS]) {
   pv_vk_push(d, (uint32_t)nd);
-  for (int i = 0; i < PV_MAX_DIMS; i++) pv_vk_push(d, i < nd ? (uint32_t)shape[i] : 1u);
+  for (int i = 0; i < PV_MAX_DIMS; i++)
+    pv_vk_push(d, i < nd ? (uint32_t)shape[i] : 1u);
   for (int k = 0; k < nops; k++)
-    for (int i = 0; i < PV_MAX_DIMS; i++) pv_vk_push(d, i < nd ? (uint32_t)st[k][i] : 0u);
+    for (int i = 0; i < PV_MAX_DIMS; i++)
+      pv_vk_push(d, i < nd ? (uint32_t)st[k][i] : 0u);
 }
 
 /* A strided gather into a contiguous output (shader "gather"): y[i] = x[soff + sum_d idx_d(i) * sst[d]] over the
@@ -80,7 +86,8 @@ static inline void pv_vk_push_dims(pv_vk_dispatch *d, int nd, const int64_t *sha
 static inline int pv_vk_gather(pv_vk_dispatch *d, int src, int nd, const int64_t *shape, const int64_t *sst,
                                int64_t soff, int es) {
   int64_t sh[PV_MAX_DIMS], st[1][PV_MAX_DIMS], n = 1;
-  for (int i = 0; i < nd; i++) sh[i] = shape[i], st[0][i] = sst[i], n *= shape[i];
+  for (int i = 0; i < nd; i++)
+    sh[i] = shape[i], st[0][i] = sst[i], n *= shape[i];
   int m = pv_vk_coalesce(nd, sh, 1, st);
   int bind[2] = {-1, src};
   pv_vk_begin(d, "gather", 2, bind);
@@ -102,15 +109,21 @@ static inline int pv_vk_reduce(pv_vk_dispatch *d, int nd, const int64_t *xs, uns
   pv_vk_contig(nd, xs, xst);
   for (int i = 0; i < nd; i++) {
     int r = (red >> i) & 1u;
-    if (r) R *= xs[i];
-    else M *= xs[i];
+    if (r)
+      R *= xs[i];
+    else
+      M *= xs[i];
     if (xs[i] == 1) continue;
     if (r) {
-      if (lastr == 1) rs[nr - 1] *= xs[i], rst[nr - 1] = xst[i];
-      else rs[nr] = xs[i], rst[nr] = xst[i], nr++;
+      if (lastr == 1)
+        rs[nr - 1] *= xs[i], rst[nr - 1] = xst[i];
+      else
+        rs[nr] = xs[i], rst[nr] = xst[i], nr++;
     } else {
-      if (lastr == 0) ks[nk - 1] *= xs[i], kst[nk - 1] = xst[i];
-      else ks[nk] = xs[i], kst[nk] = xst[i], nk++;
+      if (lastr == 0)
+        ks[nk - 1] *= xs[i], kst[nk - 1] = xst[i];
+      else
+        ks[nk] = xs[i], kst[nk] = xst[i], nk++;
     }
     lastr = r;
   }
@@ -124,10 +137,14 @@ static inline int pv_vk_reduce(pv_vk_dispatch *d, int nd, const int64_t *xs, uns
   pv_vk_pushf(d, scale);
   pv_vk_push(d, (uint32_t)nk);
   pv_vk_push(d, (uint32_t)nr);
-  for (int i = 0; i < 4; i++) pv_vk_push(d, i < nk ? (uint32_t)ks[i] : 1u);
-  for (int i = 0; i < 4; i++) pv_vk_push(d, i < nk ? (uint32_t)kst[i] : 0u);
-  for (int i = 0; i < 4; i++) pv_vk_push(d, i < nr ? (uint32_t)rs[i] : 1u);
-  for (int i = 0; i < 4; i++) pv_vk_push(d, i < nr ? (uint32_t)rst[i] : 0u);
+  for (int i = 0; i < 4; i++)
+    pv_vk_push(d, i < nk ? (uint32_t)ks[i] : 1u);
+  for (int i = 0; i < 4; i++)
+    pv_vk_push(d, i < nk ? (uint32_t)kst[i] : 0u);
+  for (int i = 0; i < 4; i++)
+    pv_vk_push(d, i < nr ? (uint32_t)rs[i] : 1u);
+  for (int i = 0; i < 4; i++)
+    pv_vk_push(d, i < nr ? (uint32_t)rst[i] : 0u);
   pv_vk_push(d, (uint32_t)wg);
   pv_vk_grid(d, wg ? M * PV_VK_WG : M, PV_VK_WG);
   d->work = (double)M * (double)(R ? R : 1);
@@ -139,7 +156,8 @@ static inline int pv_vk_reduce(pv_vk_dispatch *d, int nd, const int64_t *xs, uns
 static inline int pv_vk_segments(pv_vk_dispatch *d, const pv_tensor *t, int axis, int nseg, const int64_t *end,
                                  const int *src) {
   int64_t inner = 1;
-  for (int i = axis + 1; i < t->ndim; i++) inner *= t->shape[i];
+  for (int i = axis + 1; i < t->ndim; i++)
+    inner *= t->shape[i];
   int bind[PV_MAX_SRC + 1] = {-1}, nb = 1, slot[PV_MAX_SRC];
   for (int k = 0; k < nseg; k++) {
     slot[k] = 0;
@@ -159,8 +177,10 @@ static inline int pv_vk_segments(pv_vk_dispatch *d, const pv_tensor *t, int axis
   pv_vk_push(d, (uint32_t)t->shape[axis]);
   pv_vk_push(d, (uint32_t)inner);
   pv_vk_push(d, (uint32_t)nseg);
-  for (int k = 0; k < 8; k++) pv_vk_push(d, k < nseg ? (uint32_t)end[k] : 0u);
-  for (int k = 0; k < 8; k++) pv_vk_push(d, k < nseg ? (uint32_t)slot[k] : 0u);
+  for (int k = 0; k < 8; k++)
+    pv_vk_push(d, k < nseg ? (uint32_t)end[k] : 0u);
+  for (int k = 0; k < 8; k++)
+    pv_vk_push(d, k < nseg ? (uint32_t)slot[k] : 0u);
   pv_vk_grid(d, es == 2 ? (t->numel + 1) / 2 : t->numel, PV_VK_WG);
   d->work = (double)t->numel;
   return 1;

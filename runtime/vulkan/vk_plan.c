@@ -50,11 +50,11 @@ typedef struct vk_plan {
   VkFence fence;
   VkQueryPool qpool;
   unsigned char *ts_written; /* per order index */
-  pv_var **vars; /* vars the plan reads (uploaded when the host copy is newer) */
+  pv_var **vars;             /* vars the plan reads (uploaded when the host copy is newer) */
   int nvars;
   pv_var **uvars; /* vars written by update ops */
   int nuvars;
-  vk_res *pend;   /* hazard tracking while recording */
+  vk_res *pend; /* hazard tracking while recording */
   int npend, cappend;
 } vk_plan;
 
@@ -250,7 +250,8 @@ static pv_status vk_init_impl(pv_plan *p) {
   vp->ts_written = calloc((size_t)(p->norder ? p->norder : 1), 1);
   if (!vp->in_off || !vp->in_copy || !vp->ts_written) return pv__err(ctx, PV_ERR_NOMEM, "vulkan plan: out of memory");
   VkDeviceSize inbytes = 0;
-  for (int i = 0; i < g->n; i++) vp->in_off[i] = -1;
+  for (int i = 0; i < g->n; i++)
+    vp->in_off[i] = -1;
   for (int k = 0; k < p->norder; k++) {
     int id = p->order[k];
     pv_tensor *t = g->nodes[id];
@@ -290,11 +291,14 @@ static pv_status vk_init_impl(pv_plan *p) {
       VkDescriptorBufferInfo bi[11];
       VkWriteDescriptorSet w[11];
       for (int b = 0; b < 11; b++) {
-        if (b < vp->d[i].nres) bi[b] = (VkDescriptorBufferInfo){vp->d[i].res[b].buf, vp->d[i].res[b].off, vp->d[i].res[b].size};
-        else if (b == 10) bi[b] = (VkDescriptorBufferInfo){vp->status.buf, vp->status_stride * (VkDeviceSize)i, 4};
-        else bi[b] = (VkDescriptorBufferInfo){s->dummy.buf, 0, VK_WHOLE_SIZE};
+        if (b < vp->d[i].nres)
+          bi[b] = (VkDescriptorBufferInfo){vp->d[i].res[b].buf, vp->d[i].res[b].off, vp->d[i].res[b].size};
+        else if (b == 10)
+          bi[b] = (VkDescriptorBufferInfo){vp->status.buf, vp->status_stride * (VkDeviceSize)i, 4};
+        else
+          bi[b] = (VkDescriptorBufferInfo){s->dummy.buf, 0, VK_WHOLE_SIZE};
         w[b] = (VkWriteDescriptorSet){VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, NULL, vp->d[i].set, (uint32_t)b, 0, 1,
-                                      VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, NULL, &bi[b], NULL};
+                                      VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,      NULL, &bi[b],       NULL};
       }
       s->f.vkUpdateDescriptorSets(s->dev, 11, w, 0, NULL);
     }
@@ -303,8 +307,8 @@ static pv_status vk_init_impl(pv_plan *p) {
   VkResult r = s->f.vkCreateFence(s->dev, &fci, NULL, &vp->fence);
   if (r != VK_SUCCESS) return pv__err(ctx, PV_ERR_BACKEND, "vulkan: vkCreateFence: %s", pv__vk_result(r));
   if (s->ts_bits && p->norder) {
-    VkQueryPoolCreateInfo qci = {VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, NULL, 0, VK_QUERY_TYPE_TIMESTAMP,
-                                 (uint32_t)p->norder * 2, 0};
+    VkQueryPoolCreateInfo qci = {
+        VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, NULL, 0, VK_QUERY_TYPE_TIMESTAMP, (uint32_t)p->norder * 2, 0};
     if (s->f.vkCreateQueryPool(s->dev, &qci, NULL, &vp->qpool) != VK_SUCCESS) vp->qpool = VK_NULL_HANDLE;
   }
   if (s->val_errors != val0)
@@ -327,8 +331,8 @@ static int overlaps(const vk_res *a, const vk_res *b) {
 static void compute_barrier(pv_vk_ctx *s, VkCommandBuffer cb) {
   VkMemoryBarrier mb = {VK_STRUCTURE_TYPE_MEMORY_BARRIER, NULL, VK_ACCESS_SHADER_WRITE_BIT,
                         VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
-  s->f.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0,
-                            NULL, 0, NULL);
+  s->f.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb,
+                            0, NULL, 0, NULL);
 }
 
 static pv_status begin_cb(pv_plan *p, int i, VkCommandBuffer *out) {
@@ -369,7 +373,6 @@ static int pend_add(vk_plan *vp, const vk_res *r) {
 
 /* a barrier is needed when x reads a pending write, or writes a pending read or write */
 static int hazard(const vk_plan *vp, const vk_disp *x) {
-  if (getenv("PV_NOHAZ")) return 0;
   for (int i = 0; i < x->nres; i++)
     for (int j = 0; j < vp->npend; j++)
       if ((x->res[i].write || vp->pend[j].write) && overlaps(&x->res[i], &vp->pend[j])) return 1;
@@ -438,8 +441,8 @@ static pv_status record(pv_plan *p) {
       vp->ts_written[x->k] = 1;
     }
   }
-  VkMemoryBarrier mb = {VK_STRUCTURE_TYPE_MEMORY_BARRIER, NULL, VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-                        VK_ACCESS_HOST_READ_BIT};
+  VkMemoryBarrier mb = {VK_STRUCTURE_TYPE_MEMORY_BARRIER, NULL,
+                        VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_ACCESS_HOST_READ_BIT};
   s->f.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                             VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0, NULL);
   VkResult r = s->f.vkEndCommandBuffer(cb);
@@ -485,9 +488,9 @@ static pv_status vk_run(pv_plan *p) {
   s->f.vkResetFences(s->dev, 1, &vp->fence);
   if (r != VK_SUCCESS) {
     s->f.vkQueueWaitIdle(s->queue);
-    return pv__err(ctx, r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY ? PV_ERR_NOMEM
-                                                                                                  : PV_ERR_BACKEND,
-                   "vulkan: running the plan failed: %s", pv__vk_result(r));
+    return pv__err(
+        ctx, r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY ? PV_ERR_NOMEM : PV_ERR_BACKEND,
+        "vulkan: running the plan failed: %s", pv__vk_result(r));
   }
   double wall = now_ms() - t0;
   for (int i = 0; i < vp->nuvars; i++) { /* the device copy is now newer than the host's */
@@ -512,7 +515,8 @@ static pv_status vk_run(pv_plan *p) {
       }
     } else { /* no timestamps: split the wall time by estimated work */
       double total = 0;
-      for (int i = 0; i < vp->nd; i++) total += vp->d[i].work;
+      for (int i = 0; i < vp->nd; i++)
+        total += vp->d[i].work;
       for (int i = 0; i < vp->nd; i++) {
         pv_tensor *t = p->g->nodes[p->order[vp->d[i].k]];
         p->prof_ms[t->op] += total > 0 ? wall * vp->d[i].work / total : 0;

@@ -98,7 +98,7 @@ test("kill -9 mid-run, --resume, final state bit-identical to an uninterrupted r
 
   -- the victim: slowed down a little so that the kill lands mid-run
   local pidfile = TMP .. "/b.pid"
-  os.execute(worker_cmd(B, "--delay-ms 40") .. " > " .. q(TMP .. "/b1.log") .. " 2>&1 & echo $! > " .. q(pidfile))
+  os.execute(worker_cmd(B, "--delay-ms 60") .. " > " .. q(TMP .. "/b1.log") .. " 2>&1 & echo $! > " .. q(pidfile))
   local f = assert(io.open(pidfile, "rb"))
   local pid = tonumber(f:read("*a"))
   f:close()

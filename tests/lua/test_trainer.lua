@@ -401,6 +401,36 @@ test("in-process save / resume is bit-exact (accum 2, clipping, cosine)", functi
   assert(#names == 2 and names[1].step == 5 and names[2].step == 6, "keep the last 2")
 end)
 
+test("the toy transformer (pivot.toy) trains through the trainer from a list of param entries", function()
+  local toy = require "pivot.toy"
+  local cfg = {}
+  for k, v in pairs(toy.defaults) do cfg[k] = v end
+  local ctx = pv.context{seed = 5, threads = 2}
+  local p = toy.params(ctx, cfg)
+  local entries = {}
+  for _, k in ipairs(p.order) do
+    entries[#entries + 1] = {name = p[k].name, var = p[k], no_decay = #p[k].shape == 1}
+  end
+  local tr = train.new{ctx = ctx, model = entries, lr = 1e-2, schedule = "cosine", warmup_steps = 10, steps = 150,
+    beta2 = 0.98, weight_decay = 0.01, threads = 2, quiet = true,
+    build = function(g)
+      local loss, ids, labels = toy.forward(g, p, cfg)
+      return {loss = loss, inputs = {ids = ids, labels = labels}}
+    end}
+  assert(tr.opt.by_name["block.norm1"].wd == 0 and tr.opt.by_name["block.attn.q"].wd == 0.01)
+  local next_int = toy.rng(77)
+  local first, last
+  tr:fit(function()
+    local ids, labels = toy.batch(cfg, next_int)
+    return {feeds = {ids = ids, labels = labels}}
+  end, {on_step = function(m)
+    first = first or m.loss
+    last = m.loss
+  end})
+  print(string.format("      toy loss %.4f -> %.4f", first, last))
+  assert(first > 1.5 and last < 0.2, "the toy task should be learned")
+end)
+
 ckpt.rmtree(TMP)
 print(string.format("%d passed, %d failed", passed, failed))
 if failed > 0 then error(failed .. " test(s) failed", 0) end

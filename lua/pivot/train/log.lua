@@ -137,7 +137,7 @@ function Log:record(step, metrics, force)
     self:write(logged)
     self.sums, self.counts, self.nsteps = {}, {}, 0
   end
-  self:progress(step, metrics)
+  self:progress(step, logged or metrics)
   return logged
 end
 

@@ -206,7 +206,16 @@ function Opt:add_updates(g, hyper, opts)
   end
   for _, it in ipairs(items) do
     local e = it.e
-    local gr = coef and (it.grad * coef) or it.grad
+    local gr = it.grad
+    if coef then
+      if opts.scale_in_place then
+        -- gr is a var-node (an accumulator): scale it in place by an update that runs before the AdamW below
+        -- (updates run in creation order), so no temporary of the params' size is needed
+        g:assign(gr, gr, coef, false)
+      else
+        gr = gr * coef -- in place of the gradient's buffer when the planner can (its last use)
+      end
+    end
     g:adamw(e.var, gr, e.m, e.v, hyper, e.lr_scale, e.wd)
   end
   return norm, #items
@@ -227,11 +236,11 @@ function Opt:add_accumulate(g)
   return n
 end
 
--- The update graph of accumulation: clip + AdamW from the accumulators, then zero them (acc <- acc * 0; updates
--- run in creation order, after every other node, so AdamW reads the sums first).
+-- The update graph of accumulation: the global norm of the accumulators, then (as updates, which run after every
+-- other node in creation order) acc <- acc * clip_coef, AdamW from acc, and acc <- acc * 0.
 function Opt:add_accumulated_updates(g, hyper, opts)
   opts = opts or {}
-  local norm, n = self:add_updates(g, hyper, {max_grad_norm = opts.max_grad_norm,
+  local norm, n = self:add_updates(g, hyper, {max_grad_norm = opts.max_grad_norm, scale_in_place = true,
     grad_of = function(e) return g:use(e.acc) end})
   local zero = g:fill(0, {1})
   for _, e in ipairs(self.entries) do g:assign(e.acc, e.acc, zero, false) end

@@ -66,7 +66,8 @@ local CONFIG_KEYS = {"lr", "schedule", "warmup_ratio", "warmup_steps", "steps", 
 -- trainer.new(opts): see the header. Other opts: beta1, beta2 (or betas), eps, warmup_steps, steps_per_epoch,
 -- save_total_limit (default 2), progress (true: bar, false: plain lines, nil: bar if stderr is a terminal),
 -- quiet, profile (per-op timing of every plan; tr:profile()), metrics_path, resume (true: the latest checkpoint in
--- out_dir; a string: that checkpoint folder), no_inplace, save_final (default true).
+-- out_dir, or a fresh start when there is none; a string: that checkpoint folder), no_inplace, save_final (default
+-- true), verbose_plans (default true: a line per compiled plan), append_metrics.
 function M.new(opts)
   opts = opts or {}
   local ctx = opts.ctx or pv.raise("trainer: ctx is required")
@@ -172,7 +173,7 @@ end
 function Trainer:_compile(g, what)
   local plan = g:compile{backend = self.backend, threads = self.threads, no_inplace = self.opts.no_inplace}
   if self.profiling then plan:set_profiling(true) end
-  if not self.opts.quiet and self.opts.verbose_plans then
+  if not self.opts.quiet and self.opts.verbose_plans ~= false then
     self.log:message(string.format("trainer: compiled %s on %s: %d nodes, %.1f MiB activations", what, plan:backend(),
       plan:node_count(), plan:peak_bytes() / 1048576))
   end
@@ -361,7 +362,12 @@ end
 function Trainer:fit(loader, fopts)
   fopts = fopts or {}
   local nxt, get_state, set_state = adapt(loader)
-  if self.resumed_from and self.data_state ~= nil and set_state then set_state(self.data_state) end
+  if self.resumed_from and self.data_state ~= nil then
+    if set_state then set_state(self.data_state)
+    elseif not self.opts.quiet then
+      self.log:message("trainer: warning: the loader has no set_state(); the data restarts from its beginning")
+    end
+  end
   local t0 = log.now()
   local start = self.step_count
   local loss0, n0 = self.history_loss, self.history_n
