@@ -212,6 +212,13 @@ pv_status pv_mark_output(pv_tensor *t) {
   return PV_OK;
 }
 
+pv_status pv_set_output(pv_tensor *t, int on) {
+  if (!t) return PV_ERR_NULL;
+  if (on) t->flags |= PV_NF_OUTPUT;
+  else t->flags &= ~(unsigned)PV_NF_OUTPUT;
+  return PV_OK;
+}
+
 pv_status pv_set_name(pv_tensor *t, const char *name) {
   if (!t || !name) return PV_ERR_NULL;
   char *s = strdup(name);

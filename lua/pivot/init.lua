@@ -621,6 +621,7 @@ function T.size(t, i)
   return tonumber(C.pv_tensor_dim(tp(t), i))
 end
 function T.mark_output(t) check(C.pv_mark_output(tp(t)), cptr(t.g.ctx)); return t end
+function T.set_output(t, on) check(C.pv_set_output(tp(t), (on == nil or on) and 1 or 0), cptr(t.g.ctx)); return t end
 function T.set_trainable(t, on)
   check(C.pv_set_trainable(tp(t), (on == nil or on) and 1 or 0), cptr(t.g.ctx))
   return t

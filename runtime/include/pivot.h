@@ -119,6 +119,9 @@ pv_tensor *pv_arange(pv_graph *g, int64_t n, pv_dtype dtype); /* 0..n-1 */
 /* Marks. pv_set_trainable: gradients flow to this var-node or input (frozen otherwise). */
 pv_status pv_set_trainable(pv_tensor *t, int trainable);
 pv_status pv_mark_output(pv_tensor *t);                 /* kept after the run and readable */
+/* Marks (on=1) or unmarks (on=0) t as an output. Gradients of trainable nodes are outputs after
+ * pv_graph_backward; an optimizer that consumes them in the same plan unmarks them to save memory. */
+pv_status pv_set_output(pv_tensor *t, int on);
 pv_status pv_set_name(pv_tensor *t, const char *name);  /* copied */
 
 /* Tensor queries */

@@ -104,8 +104,14 @@ test("kill -9 mid-run, --resume, final state bit-identical to an uninterrupted r
   f:close()
   assert(pid and pid > 1, "no pid")
   local waited = 0
-  while not ckpt.exists(B .. "/checkpoint-" .. K .. "/trainer_state.json") and
-    not ckpt.exists(B .. "/checkpoint-" .. (K + 1) .. "/trainer_state.json") do
+  local function latest_step() -- the step the "latest" pointer names (0 if none yet)
+    local lf = io.open(B .. "/latest", "rb")
+    if not lf then return 0 end
+    local t = lf:read("*a") or ""
+    lf:close()
+    return tonumber(t:match("checkpoint%-(%d+)")) or 0
+  end
+  while latest_step() < K do
     assert(waited < 60000, "checkpoint " .. K .. " did not appear within 60 s")
     if waited % 1000 == 0 and waited > 0 then assert(alive(pid), "the worker died early") end
     sleep_ms(5)

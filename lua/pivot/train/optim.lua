@@ -190,6 +190,7 @@ function Opt:add_updates(g, hyper, opts)
   for _, e in ipairs(self.entries) do
     local gr = grad_of(e)
     if gr then
+      gr:set_output(false) -- consumed by the update in this plan: no need to keep the buffer alive
       items[#items + 1] = {e = e, grad = gr}
       grads[#grads + 1] = gr
     end

@@ -13,6 +13,7 @@
 --     out_dir = "runs/dpo", log_every = 1, save_every = 20, save_total_limit = 2, resume = opts.resume,
 --   }
 --   tr:fit(loader)               -- loader: function() -> batch | nil, or {next = fn, state = fn, set_state = fn}
+--                                -- (restore = fn is accepted for set_state, as pivot.data.batches has)
 --   -- or by hand: local m = tr:step(batch) (accum = 1) / tr:step({b1, b2, ...}) (accum = k micro-batches)
 --
 -- A batch is {bucket = key (any value; tables are keyed by their JSON), feeds = {input name -> Lua table or cdata},
@@ -350,7 +351,8 @@ local function adapt(loader)
     local nxt = loader.next or loader.next_batch
     if type(nxt) ~= "function" then pv.raise("trainer: the loader has no next() method") end
     local st = loader.state and function() return loader:state() end or nil
-    local set = loader.set_state and function(s) return loader:set_state(s) end or nil
+    local setf = loader.set_state or loader.restore -- pivot.data.batches uses restore(st)
+    local set = setf and function(s) return setf(loader, s) end or nil
     return function() return nxt(loader) end, st, set
   end
   pv.raise("trainer: fit expects a function or a loader table, got " .. type(loader))
