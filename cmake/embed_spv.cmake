@@ -1,6 +1,6 @@
 # Embeds SPIR-V files as a table: pv__spv_count, pv__spv_names[], pv__spv_code[], pv__spv_size[]
 separate_arguments(LIST UNIX_COMMAND "${SPVS}")
-set(BODY "/* generated: SPIR-V of shaders/*.comp */\n#include <stddef.h>\n#include <stdint.h>\n")
+set(BODY "/* generated: SPIR-V of the shaders in shaders/ */\n#include <stddef.h>\n#include <stdint.h>\n")
 set(NAMES "")
 set(CODES "")
 set(SIZES "")

@@ -126,10 +126,15 @@ int oc_check(const char *name, int nin, const oc_input *ins, oc_build fn, void *
         pv_plan *pv = NULL;
         pv_plan_options ov = {"vulkan", 0, -1, 0};
         double *yv = calloc((size_t)nout + 1, sizeof(double));
-        int okv = pv_plan_compile(fb.g, &ov, &pv) == PV_OK && write_all(pv, &fb, nin, data, ins, NULL) &&
+        pv_status cst = pv_plan_compile(fb.g, &ov, &pv);
+        int okv = cst == PV_OK && write_all(pv, &fb, nin, data, ins, NULL) &&
                   pv_plan_run(pv) == PV_OK && pv_plan_read(pv, fb.out, PV_F64, yv, nout) == PV_OK;
-        CHECK(okv, "%s: vulkan forward: %s", name, pv_last_error(ctx));
-        if (okv) {
+        if (cst == PV_ERR_UNSUPPORTED && getenv("PIVOT_TEST_VK_ALLOW_UNSUPPORTED")) {
+          printf("skip %s: %s\n", name, pv_last_error(ctx));
+          okv = -1;
+        } else
+          CHECK(okv, "%s: vulkan forward: %s", name, pv_last_error(ctx));
+        if (okv == 1) {
           double ev = rel_l2(yv, yc, nout);
           CHECK(ev <= op.fwd_tol * 5, "%s: forward vulkan vs cpu rel err %.3g", name, ev);
         }
@@ -199,8 +204,10 @@ int oc_check(const char *name, int nin, const oc_input *ins, oc_build fn, void *
       if (ok && !op.no_vulkan && pv_backend_available(ctx, "vulkan", NULL) && !getenv("PIVOT_TEST_NO_VULKAN")) {
         pv_plan *pv = NULL;
         pv_plan_options ov = {"vulkan", 0, -1, 0};
-        int okv = pv_plan_compile(gb.g, &ov, &pv) == PV_OK && write_all(pv, &gb, nin, data, ins, R) && pv_plan_run(pv) == PV_OK;
-        CHECK(okv, "%s: vulkan backward: %s", name, pv_last_error(ctx));
+        pv_status cst = pv_plan_compile(gb.g, &ov, &pv);
+        int okv = cst == PV_OK && write_all(pv, &gb, nin, data, ins, R) && pv_plan_run(pv) == PV_OK;
+        if (cst == PV_ERR_UNSUPPORTED && getenv("PIVOT_TEST_VK_ALLOW_UNSUPPORTED")) okv = 0;
+        else CHECK(okv, "%s: vulkan backward: %s", name, pv_last_error(ctx));
         for (int i = 0; okv && i < nin; i++) {
           pv_tensor *gr = ins[i].trainable ? pv_grad(gb.g, gb.in[i]) : NULL;
           if (!gr) continue;

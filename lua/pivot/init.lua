@@ -282,8 +282,16 @@ local function free_plan(pb)
   end
   if pb.gbox then pb.gbox.plans[pb] = nil end
 end
+-- the keys of a set, so that freeing (which removes entries) never mutates a table being traversed
+local function set_keys(t)
+  local r = {}
+  for k in pairs(t) do r[#r + 1] = k end
+  return r
+end
 local function free_graph(gb)
-  for pb in pairs(gb.plans) do free_plan(pb) end
+  local plans = set_keys(gb.plans)
+  gb.plans = {}
+  for i = 1, #plans do free_plan(plans[i]) end
   if gb.ptr ~= nil then
     C.pv_graph_free(gb.ptr)
     gb.ptr = nil
@@ -299,7 +307,9 @@ local function free_child(b) -- a graph, or another context-owned object (safete
   if b.cbox then b.cbox.children[b] = nil end
 end
 local function free_context(cb)
-  for b in pairs(cb.children) do free_child(b) end
+  local children = set_keys(cb.children)
+  cb.children = {}
+  for i = 1, #children do free_child(children[i]) end
   if cb.ptr ~= nil then
     C.pv_context_free(cb.ptr)
     cb.ptr = nil
@@ -621,6 +631,11 @@ function T.size(t, i)
   return tonumber(C.pv_tensor_dim(tp(t), i))
 end
 function T.mark_output(t) check(C.pv_mark_output(tp(t)), cptr(t.g.ctx)); return t end
+-- t:set_output(false) unmarks an output (e.g. a gradient consumed by an update in the same plan)
+function T.set_output(t, on)
+  check(C.pv_set_output(tp(t), (on == nil or on) and 1 or 0), cptr(t.g.ctx))
+  return t
+end
 function T.set_output(t, on) check(C.pv_set_output(tp(t), (on == nil or on) and 1 or 0), cptr(t.g.ctx)); return t end
 function T.set_trainable(t, on)
   check(C.pv_set_trainable(tp(t), (on == nil or on) and 1 or 0), cptr(t.g.ctx))
@@ -770,6 +785,8 @@ function T.rope(x, pos, theta, rot_dims)
 end
 -- weight:embedding(ids): weight [V, D], ids [...] -> [..., D]
 function T.embedding(w, ids) return build(w, "embedding", C.pv_embedding, w._p, tp(ids)) end
+-- dy:scatter_add(ids, V): out [V, D] with out[ids[i]] += dy[i] (the backward of embedding)
+function T.scatter_add(dy, ids, V) return build(dy, "scatter_add", C.pv_scatter_add, dy._p, tp(ids), V) end
 
 -- shape ops
 local function dims_arg(a, ...)
@@ -811,6 +828,8 @@ M.concat = concat
 
 -- images: patchify(P); patch_embed(w, b, P)
 function T.patchify(x, patch) return build(x, "patchify", C.pv_patchify, x._p, patch) end
+-- x:unpatchify(P, H, W): [B, (H/P)*(W/P), C*P*P] -> [B, C, H, W]
+function T.unpatchify(x, patch, H, W) return build(x, "unpatchify", C.pv_unpatchify, x._p, patch, H, W) end
 function T.patch_embed(x, w, b, patch)
   return build(x, "patch_embed", C.pv_patch_embed, x._p, tp(w), b and tp(b) or nil, patch)
 end

@@ -80,10 +80,10 @@ static PFN_vkGetInstanceProcAddr open_loader(const char *path, char *err, size_t
   e.lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (!e.lib) {
     const char *de = dlerror();
-    snprintf(e.err, sizeof e.err, "cannot load the Vulkan loader '%s' (%s)", path, de ? de : "dlopen failed");
+    snprintf(e.err, sizeof e.err, "cannot load the Vulkan loader '%.200s' (%.250s)", path, de ? de : "dlopen failed");
   } else {
     e.gipa = (PFN_vkGetInstanceProcAddr)dlsym(e.lib, "vkGetInstanceProcAddr");
-    if (!e.gipa) snprintf(e.err, sizeof e.err, "the Vulkan loader '%s' has no vkGetInstanceProcAddr", path);
+    if (!e.gipa) snprintf(e.err, sizeof e.err, "the Vulkan loader '%.400s' has no vkGetInstanceProcAddr", path);
   }
   if (g_nloaders < (int)(sizeof g_loaders / sizeof g_loaders[0])) g_loaders[g_nloaders++] = e;
   g = e.gipa;
@@ -455,7 +455,8 @@ static void summary(const pv_vk_devinfo *di, int index, char *buf, size_t cap) {
   else
     snprintf(mem, sizeof mem, "%.1f GiB", di->mem_total / gib);
   snprintf(buf, cap,
-           "vulkan device %d: %s (%s), driver %s, Vulkan %u.%u, fp16 %s, bf16 %s, subgroup %u%s, shared memory %u KiB, "
+           "vulkan device %d: %.255s (%s), driver %.300s, Vulkan %u.%u, fp16 %s, bf16 %s, subgroup %u%s, shared memory "
+           "%u KiB, "
            "cooperative matrix %s, memory %s",
            index, di->name, type_name(di->type), di->driver, VK_API_VERSION_MAJOR(di->api),
            VK_API_VERSION_MINOR(di->api), di->fp16 ? "yes" : "no", di->bf16 ? "yes" : "no", di->subgroup_size,

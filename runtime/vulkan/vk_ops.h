@@ -1,9 +1,19 @@
 /* runtime/vulkan/vk_ops.h: helpers for the ops' Vulkan dispatch functions (pv_op_def.vk). Plain C, no Vulkan
  * headers: the ops compile the same with or without Vulkan support.
  *
- * Shader conventions (shaders/common.glsl): push constants are 32 uint words (pc.u[i]); the elementwise and data
- * movement shaders use workgroups of PV_VK_WG threads on a 2-D grid (pv_vk_grid) so that element counts beyond
- * 65535 workgroups work; binding 0 is the output and 1.. the sources unless a shader says otherwise. */
+ * Adding an op: write shaders/NAME.comp (GLSL 450; `#extension GL_GOOGLE_include_directive : require` then
+ * `#include "common.glsl"`; declare `layout(local_size_x = PV_WG) in;` before using pv_gid()), and a static
+ * `xxx_vk(t, d, max)` in the op's file that fills up to max dispatches (pv_vk_begin, pv_vk_push..., pv_vk_grid) and
+ * returns their count (0: unsupported for these shapes/dtypes); `vk_scratch` gives the bytes of binding -2.
+ * Optional NAME_sg.comp: a variant using subgroup arithmetic, picked when the device supports it.
+ *
+ * Shader conventions (shaders/common.glsl): push constants are 32 uint words (pc.u[i]), fixed when the plan is
+ * compiled; the elementwise and data movement shaders use workgroups of PV_VK_WG invocations on a 2-D grid
+ * (pv_vk_grid) so that element counts beyond 65535 workgroups work; binding 0 is the output and 1.. the sources
+ * unless a shader says otherwise; binding 10 is the status word (shaders/status.glsl: pv_report_invalid()).
+ * Each binding starts at its tensor's first element; f16/bf16 are packed two per uint (an invocation writing
+ * 16-bit data writes whole words), i64 is a (lo, hi) pair of uints. Ops flagged PV_OPF_INPLACE may get the same
+ * memory for the output and source 0: read an element before writing it, and only from the same invocation. */
 #ifndef PV_VK_OPS_H
 #define PV_VK_OPS_H
 #include "../internal.h"

@@ -153,12 +153,9 @@ static pv_status vk_init_impl(pv_plan *p) {
     }
   }
 
-  st = pv__vk_buf_new(s, (VkDeviceSize)p->arena_bytes, 0, &vp->arena, "the plan's activation arena");
-  if (st) return st;
-
-  /* dispatches */
+  /* dispatches: pass 0 counts them (and finds unsupported ops), pass 1 resolves their buffers */
   pv_vk_dispatch tmp[PV_VK_MAX_DISPATCH];
-  int cap = 0;
+  int cap = 0; /* dispatches counted in pass 0 */
   size_t scratch = 0;
   for (int pass = 0; pass < 2; pass++) {
     int nd = 0;
@@ -219,6 +216,8 @@ static pv_status vk_init_impl(pv_plan *p) {
       cap = nd;
       vp->d = calloc((size_t)(cap ? cap : 1), sizeof *vp->d);
       if (!vp->d) return pv__err(ctx, PV_ERR_NOMEM, "vulkan plan: out of memory");
+      st = pv__vk_buf_new(s, (VkDeviceSize)p->arena_bytes, 0, &vp->arena, "the plan's activation arena");
+      if (st) return st;
     }
   }
 
