@@ -13,8 +13,10 @@
  * OpenBLAS; otherwise a loop of GEMMs, each with OpenBLAS threads. OpenBLAS splits M and N only (never K), so the
  * results are deterministic for a given thread count. Reference: a naive triple loop in double. */
 #include "common.h"
+#include "../runtime/vulkan/vk_ops.h"
 #include <cblas.h>
 #include <limits.h>
+#include <stdlib.h>
 
 typedef struct {
   int ta, tb;
@@ -208,9 +210,77 @@ static pv_status matmul_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const
   return g->st;
 }
 
+/* ------------------------------------------------------------ Vulkan */
+/* Tiled GEMM (shaders/matmul_body.glsl): variants "matmul_small" (32x32 tile, 64 invocations of 4x4), "matmul_64"
+ * (64x64, 256 of 4x4) and "matmul_128" (128x128, 256 of 8x8), K step 16, double-buffered shared memory. The tile is
+ * picked by problem size (env PIVOT_VK_GEMM_TILE=small|64|128 forces one): 128 for large problems that keep enough
+ * workgroups and waste little on partial tiles, 64 likewise for medium ones, else small. The batch is folded into
+ * the rows for a plain-matrix b with a non-transposed, non-broadcast a (as the CPU path). */
+static const char *mm_vk_tile(int64_t M, int64_t N, int64_t nb) {
+  const char *e = getenv("PIVOT_VK_GEMM_TILE");
+  if (e && *e) {
+    if (!strcmp(e, "small") || !strcmp(e, "32")) return "matmul_small";
+    if (!strcmp(e, "64")) return "matmul_64";
+    if (!strcmp(e, "128")) return "matmul_128";
+  }
+  double useful = (double)M * (double)N;
+  int64_t t128 = ((M + 127) / 128) * ((N + 127) / 128) * nb, t64 = ((M + 63) / 64) * ((N + 63) / 64) * nb;
+  double w128 = (double)((M + 127) / 128 * 128) * (double)((N + 127) / 128 * 128);
+  double w64 = (double)((M + 63) / 64 * 64) * (double)((N + 63) / 64 * 64);
+  if (t128 >= 128 && w128 <= 1.15 * useful) return "matmul_128";
+  if (t64 >= 48 && w64 <= 1.25 * useful) return "matmul_64";
+  return "matmul_small";
+}
+
+static int matmul_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  if (max < 1) return 0;
+  const matmul_p *p = PV_CPARAMS(matmul_p, t);
+  const pv_tensor *a = t->src[0], *b = t->src[1];
+  mm_batch bt;
+  mm_batch_init(t, &bt);
+  int64_t M = bt.M, N = bt.N, K = bt.K, nb = bt.n;
+  int64_t sh[PV_MAX_DIMS], st[2][PV_MAX_DIMS];
+  int nbd = 0;
+  if (nb > 1 && !p->ta && b->numel == K * N && a->numel == nb * M * K) {
+    M *= nb; /* one GEMM over all rows */
+    nb = 1;
+  } else {
+    for (int i = 0; i < bt.nbd; i++)
+      sh[i] = bt.shape[i], st[0][i] = bt.sa[i] * bt.M * bt.K, st[1][i] = bt.sb[i] * bt.K * bt.N;
+    nbd = pv_vk_coalesce(bt.nbd, sh, 2, st);
+  }
+  if (M > UINT32_MAX || N > UINT32_MAX || K > UINT32_MAX || nb > UINT32_MAX || nbd > 6) return 0;
+  const char *shader = mm_vk_tile(M, N, nb);
+  int64_t tile = !strcmp(shader, "matmul_128") ? 128 : !strcmp(shader, "matmul_64") ? 64 : 32;
+  int64_t gx = (N + tile - 1) / tile, gy = (M + tile - 1) / tile;
+  if (gx > 65535 || gy > 65535) return 0;
+  int bind[3] = {-1, 0, 1};
+  pv_vk_begin(d, shader, 3, bind);
+  uint32_t fl = (uint32_t)p->ta | (uint32_t)p->tb << 1;
+  if ((p->ta ? M : K) % 4 == 0) fl |= 4u; /* a's contiguous axis */
+  if ((p->tb ? K : N) % 4 == 0) fl |= 8u;
+  if (N % 4 == 0) fl |= 16u;
+  pv_vk_push(d, (uint32_t)M);
+  pv_vk_push(d, (uint32_t)N);
+  pv_vk_push(d, (uint32_t)K);
+  pv_vk_push(d, fl);
+  pv_vk_push(d, (uint32_t)nb);
+  pv_vk_push(d, (uint32_t)nbd);
+  for (int i = 0; i < 6; i++) pv_vk_push(d, i < nbd ? (uint32_t)sh[i] : 1u);
+  for (int k = 0; k < 2; k++)
+    for (int i = 0; i < 6; i++) pv_vk_push(d, i < nbd ? (uint32_t)st[k][i] : 0u);
+  if (M > 0 && N > 0 && nb > 0) {
+    d->groups[0] = (uint32_t)gx;
+    d->groups[1] = (uint32_t)gy;
+    d->groups[2] = (uint32_t)(nb < 65535 ? nb : 65535);
+  }
+  d->work = 2.0 * (double)M * (double)N * (double)(K ? K : 1) * (double)nb;
+  return 1;
+}
+
 const pv_op_def pv_op_matmul = {.name = "matmul", .min_src = 2, .max_src = 2, .flags = PV_OPF_CPU_SERIAL,
                                 .shape = matmul_shape, .backward = matmul_backward, .cpu = matmul_cpu,
-                                .ref = matmul_ref};
+                                .ref = matmul_ref, .vk = matmul_vk};
 
 pv_tensor *pv_matmul(pv_graph *g, pv_tensor *a, pv_tensor *b, int trans_a, int trans_b) {
   matmul_p p = {trans_a ? 1 : 0, trans_b ? 1 : 0};

@@ -10,6 +10,7 @@
  * Sources: x, then w if present, then b if present (params record which). Row statistics are accumulated in
  * double. Kernels read a whole row before writing it, so the output may reuse x's buffer (in place). */
 #include "common.h"
+#include "../runtime/vulkan/vk_ops.h"
 
 typedef struct {
   double eps;
@@ -193,16 +194,41 @@ static pv_status norm_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const i
   return g->st;
 }
 
+/* ------------------------------------------------------------ Vulkan (shaders/layer_norm*.comp, rms_norm*.comp):
+ * one workgroup of PV_VK_WG per row, f32 row statistics (Kahan per invocation, then a workgroup tree). */
+static int norm_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  const norm_p *p = PV_CPARAMS(norm_p, t);
+  int rms = is_rms_op(t->op), grad = is_grad_op(t->op);
+  int64_t D = t->shape[t->ndim - 1], rows = D ? t->numel / D : 0;
+  if (t->numel > UINT32_MAX) return 0;
+  int has_b = !grad && !rms && p->has_b;
+  /* bindings 0 y, 1 x, 2 w, 3 b (forward) or dy (grad); an absent w / b binds x */
+  int bind[4] = {-1, 0, p->has_w ? 1 : 0, (grad || has_b) ? (p->has_w ? 2 : 1) : 0};
+  const char *sh = grad ? (rms ? "rms_norm_grad" : "layer_norm_grad") : (rms ? "rms_norm" : "layer_norm");
+  pv_vk_begin(d, sh, 4, bind);
+  pv_vk_push(d, (uint32_t)rows);
+  pv_vk_push(d, (uint32_t)D);
+  pv_vk_pushf(d, (float)p->eps);
+  pv_vk_push(d, (uint32_t)(p->has_w ? 1 : 0));
+  pv_vk_push(d, (uint32_t)has_b);
+  pv_vk_grid(d, rows * PV_VK_WG, PV_VK_WG);
+  d->work = (double)t->numel * (grad ? 12.0 : 6.0);
+  return 1;
+}
+
 const pv_op_def pv_op_layer_norm = {.name = "layer_norm", .min_src = 1, .max_src = 3, .flags = PV_OPF_INPLACE,
                                     .shape = norm_shape, .backward = norm_backward, .cpu = norm_cpu,
-                                    .ref = norm_ref};
+                                    .ref = norm_ref, .vk = norm_vk};
 const pv_op_def pv_op_layer_norm_grad = {.name = "layer_norm_grad", .min_src = 2, .max_src = 3,
                                          .flags = PV_OPF_INPLACE, .shape = norm_shape, .cpu = norm_grad_cpu,
-                                         .ref = norm_grad_ref};
+                                         .ref = norm_grad_ref, .vk = norm_vk};
 const pv_op_def pv_op_rms_norm = {.name = "rms_norm", .min_src = 1, .max_src = 2, .flags = PV_OPF_INPLACE,
-                                  .shape = norm_shape, .backward = norm_backward, .cpu = norm_cpu, .ref = norm_ref};
+                                  .shape = norm_shape, .backward = norm_backward, .cpu = norm_cpu, .ref = norm_ref,
+                                  .vk = norm_vk};
 const pv_op_def pv_op_rms_norm_grad = {.name = "rms_norm_grad", .min_src = 2, .max_src = 3, .flags = PV_OPF_INPLACE,
-                                       .shape = norm_shape, .cpu = norm_grad_cpu, .ref = norm_grad_ref};
+                                       .shape = norm_shape, .cpu = norm_grad_cpu, .ref = norm_grad_ref,
+                                       .vk = norm_vk};
 
 /* ------------------------------------------------------------ builders */
 pv_tensor *pv_layer_norm(pv_graph *g, pv_tensor *x, pv_tensor *w, pv_tensor *b, double eps) {

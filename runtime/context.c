@@ -7,6 +7,9 @@
 
 const char *pv_version(void) { return PV_VERSION_STR; }
 
+extern const char pv__header_bytes[]; /* generated at build time from runtime/include/pivot.h */
+const char *pv_header_text(void) { return pv__header_bytes; }
+
 const char *pv_status_name(pv_status s) {
   static const char *names[] = {"PV_OK",        "PV_ERR_INVALID",  "PV_ERR_NULL",   "PV_ERR_SHAPE",
                                 "PV_ERR_DTYPE", "PV_ERR_STATE",    "PV_ERR_IO",     "PV_ERR_FORMAT",

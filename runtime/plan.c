@@ -147,8 +147,10 @@ pv_status pv_plan_read(pv_plan *p, pv_tensor *t, pv_dtype dst_dtype, void *out, 
 
 pv_status pv_plan_run(pv_plan *p) {
   if (!p) return PV_ERR_NULL;
-  if (p->g->n < p->compiled_n)
-    return pv__err(p->ctx, PV_ERR_STATE, "plan_run: the graph changed since the plan was compiled");
+  if (p->g->n != p->compiled_n)
+    return pv__err(p->ctx, PV_ERR_STATE,
+                   "plan_run: the graph changed since the plan was compiled (%d nodes now, %d then); compile again",
+                   p->g->n, p->compiled_n);
   pv_status st = p->be->run(p);
   if (st == PV_OK) p->ran = 1;
   return st;

@@ -100,23 +100,28 @@ end
 ---------------------------------------------------------------------------------------------------- world, text
 local function file_exists(p) return data.file_exists(p) end
 
--- study.world(ctx, opts) -> env {world, tok, tokenizer_path, vocab_size, pad_id, image_size, world_cfg}
--- opts: out_dir (tokenizer.json is written there once; default a temp folder), world (pivot.world config
--- overrides), image_mode ("placeholder" | "prefix"), system (the system message; false: none).
+-- study.world(ctx, opts) -> env {world, tok, tokenizer_path, vocab_size, pad_id, image_size, world_cfg, image_mode,
+-- system}. opts: out_dir (the world tokenizer.json is built there once; default a temp folder), tokenizer_path
+-- (use this tokenizer.json instead, e.g. a checkpoint's), world (pivot.world config overrides), image_mode
+-- ("placeholder" | "prefix"), system (the system message; false: none).
 function M.world(ctx, opts)
   opts = opts or {}
   local world = require "pivot.world"
-  local wt = require "pivot.world_tokenizer"
   local w = world.new(ctx, opts.world)
-  local dir = opts.out_dir or ("/tmp/pivot-study-" .. ckpt.getpid())
-  data.mkdir(dir)
-  local path = dir .. "/tokenizer.json"
-  local info
-  if not file_exists(path) then info = wt.build(w:vocabulary(), path) end
-  local tok = ctx:tokenizer(path)
-  return {world = w, tok = tok, tokenizer_path = path, vocab_size = tok:vocab_size(),
-    pad_id = tok:token_to_id("<|endoftext|>") or 0, image_size = w.S, world_cfg = w.cfg,
-    image_mode = opts.image_mode or M.DEFAULTS.image_mode, system = opts.system, built = info ~= nil}
+  local path = opts.tokenizer_path
+  local built = false
+  if not path then
+    local dir = opts.out_dir or ("/tmp/pivot-study-" .. ckpt.getpid())
+    data.mkdir(dir)
+    path = dir .. "/tokenizer.json"
+    if not file_exists(path) then
+      require("pivot.world_tokenizer").build(w:vocabulary(), path)
+      built = true
+    end
+  end
+  local env = M.text_env(ctx, path, opts)
+  env.world, env.image_size, env.world_cfg, env.built = w, w.S, w.cfg, built
+  return env
 end
 
 -- A tokenizer environment for real data: {tok, tokenizer_path, vocab_size, pad_id, image_mode, system}
@@ -817,6 +822,113 @@ function M.pair_accuracy(ctx, model, examples, opts)
   r.accuracy = #examples > 0 and hits / #examples or 0
   for _, t in pairs(r.by_type) do t.accuracy = t.hits / t.n end
   return r
+end
+
+
+---------------------------------------------------------------------------------------------------- recipes
+-- The command-line side of recipes/stage1.lua, sft.lua and dpo.lua (options as `pivot run` passes them).
+local function num(x) return x ~= nil and tonumber(x) or nil end
+
+-- study.run_stage1(opts, out) -> stage1 result (r.dir = out). World data by default; real data with
+-- data (SFT- or DPO-format JSONL; DPO lines give their chosen answers) + image_root + tokenizer or model.
+-- opts: seed, threads, backend, resume, preset, llm, image_size, images, steps_1a, steps_1b (or steps),
+-- batch_size, lr_1a, lr_1b, vision_lr_mult, model (initial weights: pivot or HF checkpoint), data_1a, limit.
+function M.run_stage1(opts, out)
+  local seed = num(opts.seed) or 1
+  local ctx = pv.context{threads = num(opts.threads), seed = seed}
+  local env, model
+  if opts.model then model = M.load_model(ctx, opts.model) end
+  if opts.data then
+    local tokpath = opts.tokenizer
+    if not tokpath and opts.model then tokpath = select(3, M.load_model(ctx, opts.model, {prefix = "tmp_tok"})) end
+    if not tokpath then pv.raise("stage1: --data needs --tokenizer FILE or a --model folder with a tokenizer.json") end
+    env = M.text_env(ctx, tokpath, {image_mode = opts.image_mode})
+  else
+    env = M.world(ctx, {out_dir = out, image_mode = opts.image_mode,
+      world = opts.image_size and {image_size = num(opts.image_size)} or nil})
+  end
+  model = model or M.model(ctx, M.mini_config{vocab_size = env.vocab_size, preset = opts.preset, llm = opts.llm,
+    image_size = num(opts.image_size)})
+  local so = {out_dir = out, seed = seed, batch_size = num(opts.batch_size), steps_1a = num(opts.steps_1a),
+    steps_1b = num(opts.steps_1b) or num(opts.steps), lr_1a = num(opts.lr_1a), lr_1b = num(opts.lr_1b),
+    vision_lr_mult = num(opts.vision_lr_mult), images = num(opts.images), image_mode = env.image_mode,
+    tokenizer_path = env.tokenizer_path, backend = opts.backend, threads = num(opts.threads), resume = opts.resume,
+    print_every = num(opts.print_every)}
+  if opts.data then
+    local eo = {image_root = opts.image_root, kind = "sft", limit = num(opts.limit)}
+    so.examples_1b = M.encode_examples(env, M.jsonl_examples(opts.data, eo))
+    so.examples_1a = opts.data_1a and M.encode_examples(env, M.jsonl_examples(opts.data_1a, eo)) or so.examples_1b
+  end
+  return M.stage1(ctx, model, env.world, env.tok, so)
+end
+
+-- study.setup(opts, out) -> run {ctx, model, env, examples, init, seed, heldout}: what the sft/dpo recipes train.
+-- The starting point is opts.init (a stage-1 checkpoint) or opts.model (a pivot or HF checkpoint folder); with
+-- neither, a short stage 1 (stage1_steps 1b steps, default 60) is trained into out/stage1 first (reused with
+-- --resume). Data: opts.data (JSONL; image_root) or the world's post-training split (opts.images images).
+-- opts.eval = N: N held-out world images whose pairs measure the pair accuracy before and after.
+function M.setup(opts, out)
+  local log0 = log.now()
+  local seed = num(opts.seed) or 1
+  local init = opts.init or opts.model
+  local stage1
+  if not init then
+    init = out .. "/stage1"
+    if not (opts.resume and file_exists(init .. "/model.safetensors") and file_exists(init .. "/config.json")) then
+      local s = num(opts.stage1_steps) or 60
+      local so = {}
+      for k, v in pairs(opts) do so[k] = v end
+      so.steps, so.steps_1b, so.steps_1a = nil, s, num(opts.stage1_steps_1a) or math.max(1, math.floor(s / 4))
+      so.images, so.resume, so.data, so.model = num(opts.stage1_images) or 500, nil, nil, nil
+      stage1 = M.run_stage1(so, init)
+    end
+  end
+  local ctx = pv.context{threads = num(opts.threads), seed = seed}
+  local model, cfg, tokpath = M.load_model(ctx, init)
+  tokpath = opts.tokenizer or tokpath
+  if not tokpath then pv.raise("setup: no tokenizer.json in " .. init .. "; pass --tokenizer FILE") end
+  local eo = {image_mode = cfg.image_mode, system = cfg.system}
+  local env, examples
+  if opts.data then
+    env = M.text_env(ctx, tokpath, eo)
+    examples = M.encode_examples(env, M.jsonl_examples(opts.data, {image_root = opts.image_root, limit = num(opts.limit)}))
+  else
+    eo.tokenizer_path, eo.world = tokpath, cfg.world
+    env = M.world(ctx, eo)
+    examples = M.world_pairs(env, {seed = seed, count = num(opts.images)})
+  end
+  if #examples == 0 then pv.raise("setup: no training examples") end
+  local run = {ctx = ctx, model = model, cfg = cfg, env = env, examples = examples, init = init, seed = seed,
+    stage1 = stage1, setup_seconds = log.now() - log0}
+  if num(opts.eval) and env.world then
+    run.heldout = M.world_pairs(env, {seed = seed, first = M.SPLITS.eval, count = num(opts.eval)})
+    run.acc_before = M.pair_accuracy(ctx, model, run.heldout, {backend = opts.backend, threads = num(opts.threads)})
+  end
+  return run
+end
+
+-- study.finish(run, r, out, label) -> the summary line (printed): saves out/final (a checkpoint like stage 1's),
+-- measures the held-out pair accuracy when run.heldout, and appends {summary = ...} to out/summary.json.
+function M.finish(run, r, out, label, extra)
+  M.save_checkpoint(run.ctx, run.model, out .. "/final", {tokenizer_path = run.env.tokenizer_path, extra = {
+    image_mode = run.cfg.image_mode, system = run.cfg.system, world = run.cfg.world, trained_by = label}})
+  local parts = {string.format("%s: %d steps in %.1f s (%.2f steps/s)", label, r.steps, r.seconds, r.steps_per_second)}
+  if r.loss_first5 then parts[#parts + 1] = string.format("loss %.4f -> %.4f (first/last 5 steps)", r.loss_first5,
+    r.loss_last5) end
+  if extra then parts[#parts + 1] = extra end
+  local sum = {label = label, steps = r.steps, seconds = r.seconds, steps_per_second = r.steps_per_second,
+    loss_first5 = r.loss_first5, loss_last5 = r.loss_last5, last = r.last, init = run.init}
+  if run.heldout then
+    local after = M.pair_accuracy(run.ctx, run.model, run.heldout)
+    sum.heldout_pair_accuracy = {before = run.acc_before.accuracy, after = after.accuracy, n = after.n}
+    parts[#parts + 1] = string.format("held-out pair accuracy %.3f -> %.3f (%d pairs)", run.acc_before.accuracy,
+      after.accuracy, after.n)
+  end
+  parts[#parts + 1] = "out " .. out
+  ckpt.write_atomic(out .. "/summary.json", json.encode(sum, "  ") .. "\n")
+  local line = table.concat(parts, "; ")
+  print(line)
+  return line, sum
 end
 
 return M

@@ -4,6 +4,9 @@
 #include "threadpool.h"
 #include <time.h>
 
+/* Ops touching fewer elements than this run on the calling thread only. */
+#define PV_CPU_PARALLEL_MIN 16384
+
 typedef struct cpu_plan {
   unsigned char *arena;
   void *scratch;
@@ -108,10 +111,15 @@ static pv_status cpu_run(pv_plan *p) {
     j.a.error = &error;
     j.a.parallel = pv__pool_run;
     j.a.pool = c->pool;
+    int64_t work = t->numel;
+    for (int s = 0; s < t->nsrc; s++)
+      if (t->src[s]->numel > work) work = t->src[s]->numel;
     if (d->flags & PV_OPF_CPU_SERIAL) {
       j.a.ith = 0;
       j.a.nth = pv__pool_size(c->pool);
       d->cpu(t, &j.a);
+    } else if (work < PV_CPU_PARALLEL_MIN) {
+      run_job(&j, 0, 1); /* waking the pool costs more than a small op */
     } else {
       pv__pool_run(c->pool, run_job, &j);
     }

@@ -27,7 +27,7 @@ local function case(name, fn)
   end
 end
 
-local OUT = os.getenv("PIVOT_TEST_OUT") or string.format("/tmp/pivot_test_gradmap_%d", os.time())
+local OUT = os.getenv("PIVOT_TEST_OUT") or (os.tmpname() .. "_gradmap")
 os.execute("mkdir -p '" .. OUT .. "'")
 
 local ctx = pv.context{threads = tonumber(os.getenv("GM_THREADS") or 1), seed = 3}
@@ -80,6 +80,9 @@ case("gradient map = d loss / d image_embeds (finite differences), DPO at policy
   local d = gradmap.compute(ctx, model, tok, item, {loss = "dpo", chat = CHAT})
   assert(math.abs(d.loss - math.log(2)) < 1e-5, "DPO loss at policy = reference: " .. d.loss)
   assert(#d.map == N and d.map[best] >= 0)
+  -- prefix mode (no image text; the image tokens go first), chat options given as a study environment's fields
+  local pf = gradmap.compute(ctx, model, tok, item, {loss = "dpo", image_mode = "prefix", system = false})
+  assert(#pf.map == N and math.abs(pf.loss - math.log(2)) < 1e-5 and pf.focus >= 0 and pf.focus <= 1)
   -- with given reference log-probs the loss follows the DPO formula
   local rc, rr = d.logps.chosen - 1, d.logps.rejected + 1
   local d2 = gradmap.compute(ctx, model, tok, item, {loss = "dpo", chat = CHAT, ref_logps = {rc, rr}})
@@ -157,7 +160,7 @@ case("focus: a model trained to answer about one object has its gradient on that
   local pos = {}
   for i = 1, B do pos[i] = rows[1].image_pos end
   local L = model:seq_len(Lt, true)
-  local tr = train.new{ctx = ctx, model = model, lr = 3e-3, steps = 300, schedule = "cosine", warmup_ratio = 0.05,
+  local tr = train.new{ctx = ctx, model = model, lr = 3e-3, steps = 250, schedule = "cosine", warmup_ratio = 0.05,
     max_grad_norm = 1.0, quiet = true,
     build = function(g, _)
       local px = g:input("px", {B, 3, S, S})
@@ -171,7 +174,7 @@ case("focus: a model trained to answer about one object has its gradient on that
   local cursor = 0
   local first, last
   local t0 = os.clock()
-  for step = 1, 300 do
+  for step = 1, 250 do
     local batch = {}
     for b = 1, B do
       local i = cursor % #train_items + 1
@@ -185,7 +188,7 @@ case("focus: a model trained to answer about one object has its gradient on that
     if step == 1 then first = m.loss end
     last = m.loss
   end
-  print(string.format("      SFT loss %.3f -> %.3f in 300 steps (%.1f s cpu)", first, last, os.clock() - t0))
+  print(string.format("      SFT loss %.3f -> %.3f in 250 steps (%.1f s cpu)", first, last, os.clock() - t0))
   assert(last < first, "the loss went down")
   -- accuracy on the held-out items: the answer's colour gets the highest log-prob among the colours
   local vqa = require "pivot.eval.vqa"
@@ -218,5 +221,6 @@ case("focus: a model trained to answer about one object has its gradient on that
   end
 end)
 
+if not os.getenv("PIVOT_TEST_OUT") and failed == 0 then os.execute("rm -rf '" .. OUT .. "'") end
 print(string.format("%d passed, %d failed", passed, failed))
 if failed > 0 then error(failed .. " test(s) failed") end

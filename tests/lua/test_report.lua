@@ -15,7 +15,7 @@ local function case(name, fn)
   end
 end
 
-local TMP = os.getenv("PIVOT_TEST_OUT") or string.format("/tmp/pivot_test_report_%d", os.time())
+local TMP = os.getenv("PIVOT_TEST_OUT") or (os.tmpname() .. "_report")
 os.execute("rm -rf '" .. TMP .. "' && mkdir -p '" .. TMP .. "'")
 
 local function read(path)
@@ -162,5 +162,6 @@ case("report.write: report.md with the table, curve PNGs, panels and raw metrics
   print("report: " .. path .. "  plot: " .. plots[1])
 end)
 
+if not os.getenv("PIVOT_TEST_OUT") and failed == 0 then os.execute("rm -rf '" .. TMP .. "'") end
 print(string.format("%d passed, %d failed", passed, failed))
 if failed > 0 then error(failed .. " test(s) failed") end

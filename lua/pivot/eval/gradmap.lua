@@ -20,7 +20,8 @@
 -- DPO loss of (answer, rejected) against reference log-probs: opts.ref_logps = {chosen, rejected}, or
 -- opts.reference (a frozen reference MLLM), or by default the model's own log-probs (policy = reference: the
 -- log 2 case of a DPO run's first step). Plans are cached per model and shape.
--- opts: loss ("sft" | "dpo"), beta (0.1), chat (pivot.chat.build options), min_fraction (a patch belongs to an
+-- opts: loss ("sft" | "dpo"), beta (0.1), chat (pivot.chat.build options; or image_mode / system as a pivot.study
+-- environment has them), pad_id, min_fraction (a patch belongs to an
 -- object if at least max(1, ceil(min_fraction * pixels per patch)) of its pixels do; default 0 = any pixel),
 -- backend, threads.
 local pv = require "pivot"
@@ -111,11 +112,12 @@ local function rows_of(tok, item, kind, opts)
   if not q then pv.raise("gradmap: the item has no question") end
   local a = item.answer or item.chosen
   if not a then pv.raise("gradmap: the item has no answer") end
-  local rows = {chat.build(tok, q, a, opts.chat)}
+  local co = probe.chat_opts(opts)
+  local rows = {chat.build(tok, q, a, co)}
   if kind == "dpo" or kind == "logps" then
     local rej = item.rejected
     if not rej then pv.raise("gradmap: a DPO map needs item.rejected") end
-    rows[2] = chat.build(tok, q, rej, opts.chat)
+    rows[2] = chat.build(tok, q, rej, co)
   end
   local maxlen = 0
   for _, r in ipairs(rows) do maxlen = math.max(maxlen, #r.ids) end

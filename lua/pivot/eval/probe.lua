@@ -38,6 +38,16 @@ function M.with_frozen(m, fn, ...)
   return unpack(res, 2, table.maxn(res))
 end
 
+-- chat.build options from opts: opts.chat as it is, or built from a study environment's fields
+-- (opts.image_mode = "placeholder" | "prefix", opts.system = message or false), as pivot.study encodes samples
+function M.chat_opts(opts)
+  if opts.chat then return opts.chat end
+  local c = {}
+  if opts.image_mode then c.image_token = opts.image_mode == "placeholder" and "<image>" or false end
+  if opts.system ~= nil then c.system = opts.system end
+  return c
+end
+
 -- the tower's input size and patch grid
 function M.tower_geometry(tower)
   local c = tower.cfg or {}

@@ -11,7 +11,8 @@
 -- items: {image = float[3*S*S] (or path, or rgb + S), question, answer, type, candidates = {...}, vision = bool}
 -- (vision defaults to type ~= "knowledge"). Each candidate is scored by its summed log-prob under the model (the
 -- ChatML completion "{candidate}<|im_end|>\n" after the prompt, as the model was trained; opts.chat is passed to
--- pivot.chat.build); the prediction is the argmax. opts.normalize = true divides by the number of completion
+-- pivot.chat.build; or opts.image_mode / opts.system as a pivot.study environment has them); the prediction is the
+-- argmax. opts.normalize = true divides by the number of completion
 -- tokens instead.
 --
 -- Batching: questions are grouped by their number of candidates K; a plan scores Bq questions x K candidates
@@ -74,7 +75,7 @@ local function round_up(x, m) return math.ceil(x / m) * m end
 -- vqa.score(ctx, model, tok, items, opts) -> list (per item) of {scores = {per candidate}, best = index}
 function M.score(ctx, model, tok, items, opts)
   opts = opts or {}
-  local chat_opts = opts.chat or {}
+  local chat_opts = probe.chat_opts(opts)
   local S, Ch = image_size(model)
   local per_img = Ch * S * S
   -- build rows and group by K
