@@ -2,16 +2,8 @@
 -- `pivot run tests/lua/test_binding.lua`; raises an error (exit 1) if any case fails.
 local pv = require "pivot"
 
-local passed, failed = 0, 0
-local function case(name, fn)
-  io.stderr:write("case ", name, "\n")
-  local ok, err = xpcall(fn, debug.traceback)
-  if ok then passed = passed + 1
-  else
-    failed = failed + 1
-    io.stderr:write("FAIL ", name, ": ", tostring(err), "\n")
-  end
-end
+local T = require("pivot.testing").suite("binding")
+local function case(name, fn) T:case(name, fn) end
 local function near(a, b, tol) return math.abs(a - b) <= (tol or 1e-5) * math.max(1, math.abs(b)) end
 local function eq_list(got, want, tol, what)
   assert(#got == #want, string.format("%s: %d values, expected %d", what or "values", #got, #want))
@@ -442,5 +434,4 @@ case("pivot run errors: traceback and exit codes", function()
 end)
 os.remove(tmp)
 
-print(string.format("%d passed, %d failed", passed, failed))
-if failed > 0 then error(failed .. " binding test(s) failed", 0) end
+T:finish()

@@ -9,15 +9,8 @@ local chk = require "pivot.check_hf_llm"
 local chat = require "pivot.chat"
 local json = require "pivot.json"
 
-local passed, failed = 0, 0
-local function case(name, fn)
-  local ok, err = xpcall(fn, debug.traceback)
-  if ok then passed = passed + 1
-  else
-    failed = failed + 1
-    io.stderr:write("FAIL ", name, ": ", tostring(err), "\n")
-  end
-end
+local T = require("pivot.testing").suite("check_hf_llm")
+local function case(name, fn) T:case(name, fn) end
 
 local function fixture_root()
   local candidates = {"../shared/fixtures/hf", (pv.source_dir or ".") .. "/../shared/fixtures/hf"}
@@ -248,5 +241,4 @@ case("module structure, init, freezing and errors with module paths", function()
   local _ = ids
 end)
 
-print(string.format("%d passed, %d failed", passed, failed))
-if failed > 0 then error(failed .. " test(s) failed", 0) end
+T:finish()

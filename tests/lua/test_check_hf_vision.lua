@@ -3,18 +3,8 @@
 local check = require "pivot.check_hf"
 
 local FIX = "../shared/fixtures/hf"
-local passed, failed = 0, 0
-
-local function case(name, fn)
-  local ok, err = pcall(fn)
-  if ok then
-    passed = passed + 1
-    print("ok   " .. name)
-  else
-    failed = failed + 1
-    print("FAIL " .. name .. ": " .. tostring(err))
-  end
-end
+local T = require("pivot.testing").suite("check_hf_vision")
+local function case(name, fn) T:case(name, fn) end
 
 for _, e in ipairs {{"siglip", "siglip", 40}, {"siglip2_naflex", "siglip2", 2}} do
   local sub, kind, min_rows = e[1], e[2], e[3]
@@ -39,5 +29,4 @@ case("detect errors name the directory", function()
   assert(not ok and tostring(err):find("does_not_exist", 1, true), tostring(err))
 end)
 
-print(string.format("%d passed, %d failed", passed, failed))
-if failed > 0 then error(failed .. " check_hf vision test(s) failed", 0) end
+T:finish()

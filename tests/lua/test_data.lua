@@ -6,15 +6,8 @@ local ffi = pv.ffi
 local data = require "pivot.data"
 local json = require "pivot.json"
 
-local passed, failed = 0, 0
-local function case(name, fn)
-  local ok, err = xpcall(fn, debug.traceback)
-  if ok then passed = passed + 1
-  else
-    failed = failed + 1
-    io.stderr:write("FAIL ", name, ": ", tostring(err), "\n")
-  end
-end
+local T = require("pivot.testing").suite("data")
+local function case(name, fn) T:case(name, fn) end
 -- expects fn to raise; checks the message contains every (plain) pattern; returns the message
 local function raises(fn, ...)
   local ok, err = pcall(fn)
@@ -361,5 +354,4 @@ case("batches: state/restore resumes the exact same sequence", function()
 end)
 
 os.execute("rm -rf '" .. TMP .. "'")
-print(string.format("%d passed, %d failed", passed, failed))
-if failed > 0 then error(failed .. " test(s) failed", 0) end
+T:finish()

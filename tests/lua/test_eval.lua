@@ -13,18 +13,8 @@ local siglip = require "pivot.models.siglip"
 local mllm = require "pivot.models.mllm"
 local wt = require "pivot.world_tokenizer"
 
-local passed, failed = 0, 0
-local function case(name, fn)
-  local t0 = os.clock()
-  local ok, err = xpcall(fn, debug.traceback)
-  if ok then
-    passed = passed + 1
-    print(string.format("ok    %s (%.2f s)", name, os.clock() - t0))
-  else
-    failed = failed + 1
-    io.stderr:write("FAIL ", name, ": ", tostring(err), "\n")
-  end
-end
+local T = require("pivot.testing").suite("eval")
+local function case(name, fn) T:case(name, fn) end
 local function near(a, b, tol, what)
   if not (math.abs(a - b) <= (tol or 1e-6)) then
     error(string.format("%s = %.9g, expected %.9g", what or "value", a, b), 2)
@@ -255,5 +245,4 @@ case("stage 0: SigLIP contrastive pretraining lowers the loss and retrieves capt
   assert(r.curve[1][2] > 0 and r.curve[1][2] < 2, "initial loss " .. r.curve[1][2])
 end)
 
-print(string.format("%d passed, %d failed", passed, failed))
-if failed > 0 then error(failed .. " test(s) failed") end
+T:finish()

@@ -8,18 +8,8 @@ local siglip = require "pivot.models.siglip"
 local ffi = require "ffi"
 
 local FIX = "../shared/fixtures/hf/siglip"
-local passed, failed = 0, 0
-
-local function case(name, fn)
-  local ok, err = pcall(fn)
-  if ok then
-    passed = passed + 1
-    print("ok   " .. name)
-  else
-    failed = failed + 1
-    print("FAIL " .. name .. ": " .. tostring(err))
-  end
-end
+local T = require("pivot.testing").suite("hf_load")
+local function case(name, fn) T:case(name, fn) end
 
 for _, f in ipairs {"config.json", "model.safetensors", "golden.safetensors"} do
   local h = io.open(FIX .. "/" .. f, "rb")
@@ -371,5 +361,4 @@ end)
 golden:close()
 src_ck:close()
 os.execute("rm -rf " .. hf.shell_quote(TMP))
-print(string.format("%d passed, %d failed", passed, failed))
-if failed > 0 then error(failed .. " hf load test(s) failed", 0) end
+T:finish()

@@ -5,15 +5,8 @@ local pv = require "pivot"
 local obj = require "pivot.objectives"
 local ffi = require "ffi"
 
-local passed, failed = 0, 0
-local function case(name, fn)
-  local ok, err = xpcall(fn, debug.traceback)
-  if ok then passed = passed + 1
-  else
-    failed = failed + 1
-    io.stderr:write("FAIL ", name, ": ", tostring(err), "\n")
-  end
-end
+local T = require("pivot.testing").suite("objectives")
+local function case(name, fn) T:case(name, fn) end
 local function near(a, b, tol, what)
   tol = tol or 1e-5
   if not (math.abs(a - b) <= tol * math.max(1, math.abs(b))) then
@@ -312,5 +305,4 @@ case("errors name the function and the shapes", function()
   assert(not ok and tostring(err):find("i32 or i64", 1, true), tostring(err))
 end)
 
-print(string.format("%d passed, %d failed", passed, failed))
-if failed > 0 then error(failed .. " test(s) failed", 0) end
+T:finish()

@@ -5,15 +5,8 @@ local pv = require "pivot"
 local report = require "pivot.report"
 local plot = require "pivot.plot"
 
-local passed, failed = 0, 0
-local function case(name, fn)
-  local ok, err = xpcall(fn, debug.traceback)
-  if ok then passed = passed + 1
-  else
-    failed = failed + 1
-    io.stderr:write("FAIL ", name, ": ", tostring(err), "\n")
-  end
-end
+local T = require("pivot.testing").suite("report")
+local function case(name, fn) T:case(name, fn) end
 
 local TMP = os.getenv("PIVOT_TEST_OUT") or (os.tmpname() .. "_report")
 os.execute("rm -rf '" .. TMP .. "' && mkdir -p '" .. TMP .. "'")
@@ -162,6 +155,5 @@ case("report.write: report.md with the table, curve PNGs, panels and raw metrics
   print("report: " .. path .. "  plot: " .. plots[1])
 end)
 
-if not os.getenv("PIVOT_TEST_OUT") and failed == 0 then os.execute("rm -rf '" .. TMP .. "'") end
-print(string.format("%d passed, %d failed", passed, failed))
-if failed > 0 then error(failed .. " test(s) failed") end
+if not os.getenv("PIVOT_TEST_OUT") and T.failed == 0 then os.execute("rm -rf '" .. TMP .. "'") end
+T:finish()

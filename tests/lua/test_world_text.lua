@@ -9,15 +9,8 @@ local wt = require "pivot.world_tokenizer"
 local data = require "pivot.data"
 local json = require "pivot.json"
 
-local passed, failed = 0, 0
-local function case(name, fn)
-  local ok, err = xpcall(fn, debug.traceback)
-  if ok then passed = passed + 1
-  else
-    failed = failed + 1
-    io.stderr:write("FAIL ", name, ": ", tostring(err), "\n")
-  end
-end
+local T = require("pivot.testing").suite("world_text")
+local function case(name, fn) T:case(name, fn) end
 
 local ctx = pv.context{threads = 1}
 local CONFIGS = {
@@ -421,5 +414,4 @@ case("write_dataset: the JSONL formats read back through pivot.data, images iden
 end)
 
 os.execute("rm -rf '" .. TMP .. "'")
-print(string.format("%d passed, %d failed", passed, failed))
-if failed > 0 then error(failed .. " test(s) failed", 0) end
+T:finish()
