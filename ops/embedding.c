@@ -6,6 +6,7 @@
  *  The scatter_add CPU kernel partitions the V rows among threads; each thread scans all ids in order and
  *  adds only the rows it owns, so the result does not depend on the thread count. */
 #include "common.h"
+#include "../runtime/vulkan/vk_ops.h"
 
 typedef struct {
   int64_t V;
@@ -70,9 +71,26 @@ static pv_status embedding_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, co
   return g->st;
 }
 
+/* Vulkan (shaders/embedding.comp): one invocation per output element, or per 4 when D % 4 == 0. */
+static int embedding_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  const pv_tensor *ids = t->src[1];
+  int64_t V = t->src[0]->shape[0], D = t->src[0]->shape[1];
+  if (max < 1 || t->numel > UINT32_MAX || V > INT32_MAX) return 0;
+  int vec = D % 4 == 0;
+  int bind[3] = {-1, 0, 1};
+  pv_vk_begin(d, "embedding", 3, bind);
+  pv_vk_push(d, (uint32_t)ids->numel);
+  pv_vk_push(d, (uint32_t)D);
+  pv_vk_push(d, (uint32_t)V);
+  pv_vk_push(d, (ids->dtype == PV_I64 ? 1u : 0u) | (vec ? 2u : 0u));
+  pv_vk_grid(d, vec ? t->numel / 4 : t->numel, PV_VK_WG);
+  d->work = (double)t->numel;
+  return 1;
+}
+
 const pv_op_def pv_op_embedding = {.name = "embedding", .min_src = 2, .max_src = 2, .nodiff = 2u,
                                    .shape = embedding_shape, .backward = embedding_backward,
-                                   .cpu = embedding_cpu, .ref = embedding_ref};
+                                   .cpu = embedding_cpu, .ref = embedding_ref, .vk = embedding_vk};
 
 pv_tensor *pv_embedding(pv_graph *g, pv_tensor *weight, pv_tensor *ids) {
   pv_tensor *s[2] = {weight, ids};
@@ -137,9 +155,52 @@ static pv_status scatter_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, cons
   return g->st;
 }
 
+/* Vulkan: a stable counting sort of the id positions by row in the scratch buffer (uints: cnt[V], cur[V], off[V+1],
+ * seg[n], sorted[n]), then one invocation per output element sums its row's dy entries in increasing position, the
+ * CPU kernel's order, so the results are bitwise equal to the CPU's and deterministic. Dispatches: zero cnt and cur
+ * (fill), count (atomic integer counts; reports ids out of range), scan (one workgroup), place (atomic slots in the
+ * row's segment), rank (orders each segment: cost the sum of squared row counts), sum (shaders/scatter_add*.comp). */
+static size_t scatter_vk_scratch(const pv_tensor *t) {
+  return sizeof(uint32_t) * (size_t)(3 * t->shape[0] + 1 + 2 * t->src[1]->numel);
+}
+
+static int scatter_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  const pv_tensor *ids = t->src[1];
+  int64_t V = t->shape[0], D = t->shape[1], n = ids->numel;
+  if (max < 6 || 3 * V + 1 + 2 * n > UINT32_MAX || t->numel > UINT32_MAX || V > INT32_MAX) return 0;
+  uint32_t fl = ids->dtype == PV_I64 ? 1u : 0u;
+  int bs[1] = {-2}, bsi[2] = {-2, 1}, bsum[3] = {-1, 0, -2};
+  pv_vk_begin(&d[0], "fill", 1, bs); /* cnt = cur = 0 */
+  pv_vk_push(&d[0], (uint32_t)(2 * V));
+  pv_vk_push(&d[0], 0u);
+  pv_vk_grid(&d[0], 2 * V, PV_VK_WG);
+  static const char *pass[3] = {"scatter_add_count", "scatter_add_place", "scatter_add_rank"};
+  for (int k = 0; k < 3; k++) {
+    pv_vk_dispatch *x = &d[k == 0 ? 1 : k + 2];
+    pv_vk_begin(x, pass[k], 2, bsi);
+    pv_vk_push(x, (uint32_t)n);
+    pv_vk_push(x, (uint32_t)V);
+    pv_vk_push(x, fl);
+    pv_vk_grid(x, n, PV_VK_WG);
+  }
+  d[4].work = (double)n * 64.0; /* rank: depends on the id distribution */
+  pv_vk_begin(&d[2], "scatter_add_scan", 1, bs);
+  pv_vk_push(&d[2], (uint32_t)n);
+  pv_vk_push(&d[2], (uint32_t)V);
+  d[2].groups[0] = d[2].groups[1] = d[2].groups[2] = 1;
+  d[2].work = (double)V;
+  pv_vk_begin(&d[5], "scatter_add", 3, bsum);
+  pv_vk_push(&d[5], (uint32_t)n);
+  pv_vk_push(&d[5], (uint32_t)V);
+  pv_vk_push(&d[5], (uint32_t)D);
+  pv_vk_grid(&d[5], t->numel, PV_VK_WG);
+  d[5].work = (double)t->numel + (double)n * (double)D;
+  return 6;
+}
+
 const pv_op_def pv_op_scatter_add = {.name = "scatter_add", .min_src = 2, .max_src = 2, .nodiff = 2u,
                                      .shape = scatter_shape, .backward = scatter_backward, .cpu = scatter_cpu,
-                                     .ref = scatter_ref};
+                                     .ref = scatter_ref, .vk = scatter_vk, .vk_scratch = scatter_vk_scratch};
 
 /* Not yet declared in pivot.h: y [V, D] = Σ dy rows by id (the backward of pv_embedding). */
 pv_tensor *pv_scatter_add(pv_graph *g, pv_tensor *dy, pv_tensor *ids, int64_t V) {

@@ -8,6 +8,7 @@
  *  assign(dst, value[, factor]): dst ← value·factor, or dst ← dst + value·factor (accumulate); factor [1] or 1.
  * Shapes: param, m, v, dst: f32 var-nodes of one shape; grad, value: f32 of that shape; hyper: 6 f32. */
 #include "common.h"
+#include "../runtime/vulkan/vk_ops.h"
 
 typedef struct {
   double lr_scale, wd;
@@ -143,8 +144,30 @@ static void adamw_ref(const pv_tensor *t, double *y, const double *const *src, d
   y[0] = 0;
 }
 
+/* a double as a (hi, lo) pair of floats (the shaders' double-float scalars) */
+static void push_df(pv_vk_dispatch *d, double x) {
+  float hi = (float)x;
+  pv_vk_pushf(d, hi);
+  pv_vk_pushf(d, (float)(x - (double)hi));
+}
+
+/* Vulkan (shaders/adamw.comp): the var sources are bound read-write and updated in place; same f32 math as above. */
+static int adamw_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  const adamw_p *p = PV_CPARAMS(adamw_p, t);
+  int64_t n = t->src[0]->numel;
+  if (max < 1 || n > UINT32_MAX) return 0;
+  int bind[6] = {-1, 0, 1, 2, 3, 4};
+  pv_vk_begin(d, "adamw", 6, bind);
+  pv_vk_push(d, (uint32_t)n);
+  push_df(d, p->lr_scale);
+  push_df(d, p->wd);
+  pv_vk_grid(d, n > 0 ? n : 1, PV_VK_WG); /* the token is written even for an empty param */
+  d->work = 16.0 * (double)n;
+  return 1;
+}
+
 const pv_op_def pv_op_adamw = {.name = "adamw", .min_src = 5, .max_src = 5, .flags = PV_OPF_UPDATE, .nodiff = 0x1fu,
-                               .shape = adamw_shape, .cpu = adamw_cpu, .ref = adamw_ref};
+                               .shape = adamw_shape, .cpu = adamw_cpu, .ref = adamw_ref, .vk = adamw_vk};
 
 pv_tensor *pv_adamw(pv_graph *g, pv_tensor *param, pv_tensor *grad, pv_tensor *m, pv_tensor *v, pv_tensor *hyper,
                     double lr_scale, double weight_decay) {
@@ -191,8 +214,20 @@ static void assign_ref(const pv_tensor *t, double *y, const double *const *s, do
   for (int64_t i = 0; i < t->src[0]->numel; i++) d[i] = acc ? d[i] + s[1][i] * f : s[1][i] * f;
   y[0] = 0;
 }
+/* Vulkan (shaders/assign.comp): dst (a var source) bound read-write and updated in place. */
+static int assign_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  int64_t n = t->src[0]->numel;
+  if (max < 1 || n > UINT32_MAX) return 0;
+  int bind[4] = {-1, 0, 1, 2};
+  pv_vk_begin(d, "assign", t->nsrc + 1, bind);
+  pv_vk_push(d, (uint32_t)n);
+  pv_vk_push(d, (PV_CPARAMS(assign_p, t)->accumulate ? 1u : 0u) | (t->nsrc == 3 ? 2u : 0u));
+  pv_vk_grid(d, n > 0 ? n : 1, PV_VK_WG);
+  d->work = (double)n;
+  return 1;
+}
 const pv_op_def pv_op_assign = {.name = "assign", .min_src = 2, .max_src = 3, .flags = PV_OPF_UPDATE, .nodiff = 0x7u,
-                                .shape = assign_shape, .cpu = assign_cpu, .ref = assign_ref};
+                                .shape = assign_shape, .cpu = assign_cpu, .ref = assign_ref, .vk = assign_vk};
 
 pv_tensor *pv_assign(pv_graph *g, pv_tensor *dst, pv_tensor *value, pv_tensor *factor, int accumulate) {
   assign_p p = {accumulate ? 1 : 0};

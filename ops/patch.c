@@ -6,6 +6,7 @@
  *  patch_embed (composed): Conv2d with stride = kernel = P,
  *              y [B, N, D] = patchify(x) · reshape(w [D, C, P, P], [D, C·P·P])ᵀ + b [D] (pv_matmul, trans_b). */
 #include "common.h"
+#include "../runtime/vulkan/vk_ops.h"
 
 typedef struct {
   int patch;
@@ -128,10 +129,32 @@ static pv_status unpatchify_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, c
   return g->st;
 }
 
+/* ------------------------------------------------------------ Vulkan: both directions are one strided gather
+ * (shaders/gather.comp) over the output viewed as 6 dims. */
+static int patch_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  int to_patches = t->op == PV_OP_PATCHIFY;
+  const pv_tensor *img = to_patches ? t->src[0] : t;
+  int64_t P = PV_CPARAMS(patch_p, t)->patch, B, C, NH, NW;
+  if (t->numel > UINT32_MAX) return 0;
+  patch_dims(img, (int)P, &B, &C, &NH, &NW);
+  int64_t H = NH * P, W = NW * P;
+  if (to_patches) { /* y [B, NH, NW, C, P, P] <- x[b, c, py·P + ky, px·P + kx] */
+    int64_t sh[6] = {B, NH, NW, C, P, P}, st[6] = {C * H * W, P * W, P, H * W, W, 1};
+    return pv_vk_gather(d, 0, 6, sh, st, 0, 4);
+  }
+  /* y [B, C, NH, P, NW, P] <- x[b, py·NW + px, (c·P + ky)·P + kx] */
+  int64_t F = C * P * P;
+  int64_t sh[6] = {B, C, NH, P, NW, P}, st[6] = {NH * NW * F, P * P, NW * F, P, F, 1};
+  return pv_vk_gather(d, 0, 6, sh, st, 0, 4);
+}
+
 const pv_op_def pv_op_patchify = {.name = "patchify", .min_src = 1, .max_src = 1, .shape = patchify_shape,
-                                  .backward = patchify_backward, .cpu = patchify_cpu, .ref = patchify_ref};
+                                  .backward = patchify_backward, .cpu = patchify_cpu, .ref = patchify_ref,
+                                  .vk = patch_vk};
 const pv_op_def pv_op_unpatchify = {.name = "unpatchify", .min_src = 1, .max_src = 1, .shape = unpatchify_shape,
-                                    .backward = unpatchify_backward, .cpu = unpatchify_cpu, .ref = unpatchify_ref};
+                                    .backward = unpatchify_backward, .cpu = unpatchify_cpu, .ref = unpatchify_ref,
+                                    .vk = patch_vk};
 
 /* ------------------------------------------------------------ builders */
 pv_tensor *pv_patchify(pv_graph *g, pv_tensor *x, int patch) {

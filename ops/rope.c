@@ -8,6 +8,7 @@
  *  CPU kernel: float32 like transformers (inv_freq = 1 / theta^(float(2i) / R), freqs = float(pos) * inv_freq,
  *  cos/sin in float32). Reference kernel: everything in double. */
 #include "common.h"
+#include "../runtime/vulkan/vk_ops.h"
 
 typedef struct {
   double theta;
@@ -114,8 +115,40 @@ static pv_status rope_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const i
   return g->st;
 }
 
+/* Vulkan (shaders/rope.comp): one invocation per rotated channel pair or passed-through channel; the angle is
+ * computed in float32 like the CPU kernel, with correctly rounded divisions and an exact range reduction so that
+ * long positions agree with cosf / sinf. log2(theta) (of theta rounded to float, as the CPU uses) goes in as two
+ * floats. */
+static int rope_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  const rope_p *p = PV_CPARAMS(rope_p, t);
+  const pv_tensor *pos = t->src[1];
+  int64_t B = t->shape[0], T = t->shape[1], H = t->shape[2], D = t->shape[3], half = p->rot_dims / 2;
+  int64_t n = B * T * H * (D - half);
+  if (t->numel > UINT32_MAX || n > UINT32_MAX || 2 * pos->numel > UINT32_MAX) return 0;
+  double l2 = log2((double)(float)p->theta);
+  float lh = (float)l2, ll = (float)(l2 - (double)lh);
+  int bind[3] = {-1, 0, 1};
+  pv_vk_begin(d, "rope", 3, bind);
+  pv_vk_push(d, (uint32_t)n);
+  pv_vk_push(d, (uint32_t)T);
+  pv_vk_push(d, (uint32_t)H);
+  pv_vk_push(d, (uint32_t)D);
+  pv_vk_push(d, (uint32_t)half);
+  pv_vk_push(d, (uint32_t)p->rot_dims);
+  pv_vk_push(d, pos->dtype == PV_I64 ? 1u : 0u);
+  pv_vk_push(d, pos->ndim == 2 ? 1u : 0u);
+  pv_vk_push(d, p->inverse ? 1u : 0u);
+  pv_vk_pushf(d, lh);
+  pv_vk_pushf(d, ll);
+  pv_vk_grid(d, n, PV_VK_WG);
+  d->work = (double)n * 60.0;
+  return 1;
+}
+
 const pv_op_def pv_op_rope = {.name = "rope", .min_src = 2, .max_src = 2, .flags = PV_OPF_INPLACE, .nodiff = 2u,
-                              .shape = rope_shape, .backward = rope_backward, .cpu = rope_cpu, .ref = rope_ref};
+                              .shape = rope_shape, .backward = rope_backward, .cpu = rope_cpu, .ref = rope_ref,
+                              .vk = rope_vk};
 
 static pv_tensor *rope_node(pv_graph *g, pv_tensor *x, pv_tensor *pos, double theta, int rot_dims, int inverse) {
   rope_p p = {theta, rot_dims, inverse};

@@ -11,6 +11,7 @@
  *  rows. The mask is not differentiated (nodiff bit 1). softmax_grad is backward-only.
  * Sources: softmax (x, [mask]); softmax_grad (y, dy) with the same params. */
 #include "common.h"
+#include "../runtime/vulkan/vk_ops.h"
 
 typedef struct {
   double scale;
@@ -191,11 +192,43 @@ static pv_status softmax_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, cons
   return g->st;
 }
 
+/* ------------------------------------------------------------ Vulkan (shaders/softmax*.comp, softmax_grad*.comp):
+ * one workgroup of PV_VK_WG per row; the mask is walked with its broadcast strides over the (coalesced) leading
+ * dims. */
+static int softmax_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  const softmax_p *p = PV_CPARAMS(softmax_p, t);
+  int grad = t->op == PV_OP_SOFTMAX_GRAD, hm = !grad && p->has_mask;
+  int64_t Tk = t->shape[t->ndim - 1], rows = Tk ? t->numel / Tk : 0;
+  if (t->numel > UINT32_MAX || (hm && t->src[1]->numel > UINT32_MAX)) return 0;
+  int64_t sh[PV_MAX_DIMS] = {0}, st[1][PV_MAX_DIMS] = {{0}}, ms = 0;
+  int nd = 0;
+  if (hm) {
+    pv__bcast_strides(t->ndim, t->shape, t->src[1]->ndim, t->src[1]->shape, st[0]);
+    ms = st[0][t->ndim - 1];
+    for (int i = 0; i < t->ndim - 1; i++) sh[i] = t->shape[i];
+    nd = pv_vk_coalesce(t->ndim - 1, sh, 1, st);
+  }
+  int bind[3] = {-1, 0, grad || hm ? 1 : 0};
+  pv_vk_begin(d, grad ? "softmax_grad" : "softmax", 3, bind);
+  pv_vk_push(d, (uint32_t)rows);
+  pv_vk_push(d, (uint32_t)Tk);
+  pv_vk_push(d, (uint32_t)(p->causal ? t->shape[t->ndim - 2] : 1));
+  pv_vk_pushf(d, (float)p->scale);
+  pv_vk_push(d, (uint32_t)((p->log ? 1 : 0) | (p->causal ? 2 : 0) | (hm ? 4 : 0)));
+  pv_vk_push(d, (uint32_t)ms);
+  pv_vk_push_dims(d, nd, sh, 1, st);
+  pv_vk_grid(d, rows * PV_VK_WG, PV_VK_WG);
+  d->work = (double)t->numel * 8.0;
+  return 1;
+}
+
 const pv_op_def pv_op_softmax = {.name = "softmax", .min_src = 1, .max_src = 2, .flags = PV_OPF_INPLACE, .nodiff = 2u,
                                  .shape = softmax_shape, .backward = softmax_backward, .cpu = softmax_cpu,
-                                 .ref = softmax_ref};
+                                 .ref = softmax_ref, .vk = softmax_vk};
 const pv_op_def pv_op_softmax_grad = {.name = "softmax_grad", .min_src = 2, .max_src = 2, .flags = PV_OPF_INPLACE,
-                                      .shape = softmax_shape, .cpu = softmax_grad_cpu, .ref = softmax_grad_ref};
+                                      .shape = softmax_shape, .cpu = softmax_grad_cpu, .ref = softmax_grad_ref,
+                                      .vk = softmax_vk};
 
 static pv_tensor *softmax(pv_graph *g, int log, pv_tensor *x, pv_tensor *mask, double scale, int causal) {
   softmax_p p = {scale, log, causal ? 1 : 0, mask ? 1 : 0};

@@ -11,6 +11,7 @@
  * Labels may have the leading shape of the logits, or be flat [N], or any shape of N elements when the logits
  * are [N, V]. */
 #include "common.h"
+#include "../runtime/vulkan/vk_ops.h"
 
 typedef struct {
   int64_t ignore;
@@ -236,9 +237,30 @@ static pv_status tlp_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const in
   return g->st;
 }
 
+/* Vulkan (shaders/token_logprob*.comp, token_logprob_grad*.comp): one workgroup of PV_VK_WG per row, an online
+ * max / Kahan exp-sum per invocation over the strided row, combined by a workgroup tree; f32 throughout. */
+static int tlp_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  const pv_tensor *X = t->src[0];
+  int grad = t->op == PV_OP_TOKEN_LOGPROB_GRAD;
+  int64_t ignore = PV_CPARAMS(xent_p, t)->ignore, n, v;
+  rows_vocab(X, &n, &v);
+  if (X->numel > UINT32_MAX || 2 * n > UINT32_MAX) return 0;
+  int bind[4] = {-1, 0, 1, 2};
+  pv_vk_begin(d, grad ? "token_logprob_grad" : "token_logprob", grad ? 4 : 3, bind);
+  pv_vk_push(d, (uint32_t)n);
+  pv_vk_push(d, (uint32_t)v);
+  pv_vk_push(d, t->src[1]->dtype == PV_I64 ? 1u : 0u);
+  pv_vk_push(d, (uint32_t)((uint64_t)ignore & 0xffffffffu));
+  pv_vk_push(d, (uint32_t)((uint64_t)ignore >> 32));
+  pv_vk_grid(d, n * PV_VK_WG, PV_VK_WG);
+  d->work = (double)X->numel * (grad ? 8.0 : 4.0);
+  return 1;
+}
+
 const pv_op_def pv_op_token_logprob = {.name = "token_logprob", .min_src = 2, .max_src = 2, .nodiff = 2u,
                                        .shape = tlp_shape, .backward = tlp_backward, .cpu = tlp_cpu,
-                                       .ref = tlp_ref};
+                                       .ref = tlp_ref, .vk = tlp_vk};
 
 pv_tensor *pv_token_logprob(pv_graph *g, pv_tensor *logits, pv_tensor *labels, int64_t ignore_index) {
   xent_p p = {ignore_index};
@@ -309,7 +331,7 @@ static void tlpg_ref(const pv_tensor *t, double *o, const double *const *s, doub
 
 const pv_op_def pv_op_token_logprob_grad = {.name = "token_logprob_grad", .min_src = 3, .max_src = 3,
                                             .flags = PV_OPF_INPLACE, .nodiff = 2u, .shape = tlpg_shape,
-                                            .cpu = tlpg_cpu, .ref = tlpg_ref};
+                                            .cpu = tlpg_cpu, .ref = tlpg_ref, .vk = tlp_vk};
 
 static pv_tensor *tlp_grad(pv_graph *g, pv_tensor *logits, pv_tensor *labels, pv_tensor *dy, int64_t ignore) {
   xent_p p = {ignore};
@@ -335,8 +357,21 @@ static void mask_ref(const pv_tensor *t, double *y, const double *const *s, doub
   int64_t ignore = PV_CPARAMS(xent_p, t)->ignore;
   for (int64_t i = 0; i < t->numel; i++) y[i] = (int64_t)s[0][i] == ignore ? 0.0 : 1.0;
 }
+static int mask_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  (void)max;
+  int64_t ignore = PV_CPARAMS(xent_p, t)->ignore;
+  if (2 * t->numel > UINT32_MAX) return 0;
+  int bind[2] = {-1, 0};
+  pv_vk_begin(d, "label_mask", 2, bind);
+  pv_vk_push(d, (uint32_t)t->numel);
+  pv_vk_push(d, t->src[0]->dtype == PV_I64 ? 1u : 0u);
+  pv_vk_push(d, (uint32_t)((uint64_t)ignore & 0xffffffffu));
+  pv_vk_push(d, (uint32_t)((uint64_t)ignore >> 32));
+  pv_vk_grid(d, t->numel, PV_VK_WG);
+  return 1;
+}
 const pv_op_def pv_op_label_mask = {.name = "label_mask", .min_src = 1, .max_src = 1, .nodiff = 1u,
-                                    .shape = mask_shape, .cpu = mask_cpu, .ref = mask_ref};
+                                    .shape = mask_shape, .cpu = mask_cpu, .ref = mask_ref, .vk = mask_vk};
 
 pv_tensor *pv_label_mask(pv_graph *g, pv_tensor *labels, int64_t ignore_index) {
   xent_p p = {ignore_index};

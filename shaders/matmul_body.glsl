@@ -7,7 +7,9 @@
 // Shared memory: A and B tiles stored k-major (As[k][m], Bs[k][n]) as vec4s, double buffered: the next K step is
 // loaded from global memory into registers while the current one is multiplied, then stored into the other buffer;
 // one barrier per K step. Global loads are vec4s along the operand's contiguous axis when that axis is a multiple of
-// 4 (flags), else scalar; the transpose flags only change how a tile is read (no transpose pass). Each output is
+// 4 (flags), else scalar; the transpose flags only change how a tile is read (no transpose pass). An operand
+// contiguous along k (a [M, K], b [N, K]) is read with consecutive invocations on consecutive rows, so that its
+// transposed stores into shared memory hit distinct banks. Each output is
 // summed by one invocation in k order: deterministic.
 // push: 0 M, 1 N, 2 K, 3 flags (1 ta, 2 tb, 4 vec4 a, 8 vec4 b, 16 vec4 y), 4 batches, 5 batch ndim (<= 6),
 //       6..11 batch shape, 12..17 a batch strides (elements), 18..23 b batch strides (elements)
@@ -73,7 +75,7 @@ void main() {
     for (uint l = 0u; l < LA; l++) {                                                                                   \
       uint s = tid + l * WG;                                                                                           \
       if (!ta) { /* a [M, K]: vec4 along k */                                                                          \
-        uint row = s / (BK / 4), k = k0 + (s % (BK / 4)) * 4u, m = m0 + row;                                          \
+        uint k = k0 + (s / BM) * 4u, m = m0 + s % BM;                                                                 \
         ra[l] = load_a(oa + m * K + k, m < M && k < K ? min(K - k, 4u) : 0u, va);                                      \
       } else { /* a [K, M]: vec4 along m */                                                                            \
         uint k = k0 + s / (BM / 4), m = m0 + (s % (BM / 4)) * 4u;                                                      \
@@ -86,7 +88,7 @@ void main() {
         uint k = k0 + s / (BN / 4), n = n0 + (s % (BN / 4)) * 4u;                                                      \
         rb[l] = load_b(ob + k * N + n, k < K && n < N ? min(N - n, 4u) : 0u, vb);                                      \
       } else { /* b [N, K]: vec4 along k */                                                                            \
-        uint row = s / (BK / 4), k = k0 + (s % (BK / 4)) * 4u, n = n0 + row;                                           \
+        uint k = k0 + (s / BN) * 4u, n = n0 + s % BN;                                                                 \
         rb[l] = load_b(ob + n * K + k, n < N && k < K ? min(K - k, 4u) : 0u, vb);                                      \
       }                                                                                                                \
     }                                                                                                                  \
@@ -97,7 +99,7 @@ void main() {
     for (uint l = 0u; l < LA; l++) {                                                                                   \
       uint s = tid + l * WG;                                                                                           \
       if (!ta) {                                                                                                       \
-        uint row = s / (BK / 4), kk = (s % (BK / 4)) * 4u;                                                             \
+        uint row = s % BM, kk = (s / BM) * 4u;                                                                         \
         for (uint j = 0u; j < 4u; j++) As[q][kk + j][row >> 2][row & 3u] = ra[l][j];                                   \
       } else                                                                                                           \
         As[q][s / (BM / 4)][s % (BM / 4)] = ra[l];                                                                     \
@@ -107,7 +109,7 @@ void main() {
       if (!tb)                                                                                                         \
         Bs[q][s / (BN / 4)][s % (BN / 4)] = rb[l];                                                                     \
       else {                                                                                                           \
-        uint row = s / (BK / 4), kk = (s % (BK / 4)) * 4u;                                                             \
+        uint row = s % BN, kk = (s / BN) * 4u;                                                                         \
         for (uint j = 0u; j < 4u; j++) Bs[q][kk + j][row >> 2][row & 3u] = rb[l][j];                                   \
       }                                                                                                                \
     }                                                                                                                  \
@@ -145,7 +147,7 @@ void main() {
           uint o = oy + m * N + n;
           if (vy) y4[o >> 2] = v;
           else
-            for (uint c = 0u; c < 4u && n + c < N; c++) y[o + c] = v[c];
+            for (uint c = 0u; c < 4u && n + c + 1u < N; c++) y[o + c] = v[c];
         }
       }
   }

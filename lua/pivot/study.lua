@@ -588,8 +588,8 @@ local function read_json(path)
 end
 
 -- study.load_model(ctx, path, opts) -> model, cfg, tokenizer_path. path is
---  * a pivot checkpoint (study.save_checkpoint, a trainer checkpoint-N folder next to its config, or the fixtures'
---    layout): config.json with `vision` and `llm` tables + model.safetensors (names vision.*, projector.*, llm.*);
+--  * a pivot checkpoint (study.save_checkpoint's folders; a trainer's checkpoint-N folder with opts.cfg):
+--    config.json with `vision` and `llm` tables + model.safetensors (names vision.*, projector.*, llm.*);
 --  * a folder with Hugging Face checkpoints in vision/ (SigLIP) and llm/ (Qwen2), and optionally
 --    projector.safetensors (a fresh projector otherwise).
 -- opts: prefix (e.g. "ref"), cfg (use this config instead of path/config.json), feature_layer.
@@ -779,6 +779,12 @@ function M.dpo(ctx, model, examples, opts)
   local D = M.DEFAULTS
   local B = opts.batch_size or D.post_batch_size
   local lt = opts.loss_type or D.loss_type
+  for i, ex in ipairs(examples) do
+    if not (ex.chosen_enc and ex.rejected_enc) then
+      pv.raise(string.format("dpo: example %s is not an encoded preference pair (study.encode_examples of pairs)",
+        tostring(ex.id or i)))
+    end
+  end
   local c = common(opts, opts.steps or D.post_steps, opts.lr or D.dpo_lr)
   c.out_dir, c.label = opts.out_dir, opts.label or "dpo"
   c.print_keys = {"loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"}
@@ -836,11 +842,10 @@ local function num(x) return x ~= nil and tonumber(x) or nil end
 function M.run_stage1(opts, out)
   local seed = num(opts.seed) or 1
   local ctx = pv.context{threads = num(opts.threads), seed = seed}
-  local env, model
-  if opts.model then model = M.load_model(ctx, opts.model) end
+  local env, model, cfg0, tokpath
+  if opts.model then model, cfg0, tokpath = M.load_model(ctx, opts.model) end
   if opts.data then
-    local tokpath = opts.tokenizer
-    if not tokpath and opts.model then tokpath = select(3, M.load_model(ctx, opts.model, {prefix = "tmp_tok"})) end
+    tokpath = opts.tokenizer or tokpath
     if not tokpath then pv.raise("stage1: --data needs --tokenizer FILE or a --model folder with a tokenizer.json") end
     env = M.text_env(ctx, tokpath, {image_mode = opts.image_mode})
   else

@@ -118,7 +118,7 @@ end)
 case("DPO: first loss log 2 (policy == reference), loss goes down, rewards/accuracies > 0.5", function()
   local ctx, model = fresh()
   local acc = {}
-  local r = study.dpo(ctx, model, PAIRS, {steps = 30, lr = 2e-3, batch_size = 8, seed = 1, print_every = 0,
+  local r = study.dpo(ctx, model, PAIRS, {steps = 30, lr = 5e-3, batch_size = 8, seed = 1, print_every = 0,
     out_dir = TMP .. "/dpo_unit"})
   near(r.losses[1], math.log(2), 1e-6, "first DPO loss")
   local lines = read_jsonl(TMP .. "/dpo_unit/metrics.jsonl")
