@@ -5,7 +5,9 @@
  * warm-up run; the run count adapts to the speed of each side (at least 2, about 2 s per side and shape).
  * usage: bench_vk_gemm [--quick] [--tiles] [--threads N]
  *   --quick: skip 2048^3;  --tiles: also each forced tile variant (PIVOT_VK_GEMM_TILE=small|64|128);
- *   --threads: CPU plan threads (default: the context's). PIVOT_DEVICE picks the Vulkan device. */
+ *   --threads: CPU plan threads (default: the context's). PIVOT_DEVICE picks the Vulkan device;
+ *   PIVOT_VK_GEMM_SPLITK=1 turns split K off (ops/matmul.c). Shapes: 256..2048 cubes, the transformer shapes
+ *   4096x256x768 and 4096x768x256, and 256x4096x768 (a weight gradient: few output tiles, long K). */
 #include "pivot.h"
 #include <math.h>
 #include <stdio.h>
@@ -192,7 +194,8 @@ int main(int argc, char **argv) {
   pv_backend_describe(ctx, "vulkan", desc, sizeof desc);
   pv_context_free(ctx);
   static const shape shapes[] = {{256, 256, 256, 0},   {512, 512, 512, 0},  {1024, 1024, 1024, 0},
-                                 {2048, 2048, 2048, 1}, {4096, 256, 768, 0}, {4096, 768, 256, 0}};
+                                 {2048, 2048, 2048, 1}, {4096, 256, 768, 0}, {4096, 768, 256, 0},
+                                 {256, 4096, 768, 0}}; /* the last: a weight gradient (split K on a GPU) */
   static const char *variants[] = {"small", "64", "128"};
   printf("bench_vk_gemm: matmul f32 A[M,K] x B[K,N], Vulkan plan vs CPU plan (OpenBLAS), GFLOPS (median)\n");
   printf("vulkan: %s\n", desc);

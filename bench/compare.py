@@ -4,19 +4,24 @@ own process, and prints one table (steps/s, ratio, peak RSS), the Vulkan rows, t
 profiles. bench/run.sh is the documented entry point (it builds pivot and installs torch first).
 
     python3 bench/compare.py --pivot build/pivot [--python bench/.venv/bin/python] [--gemm build/bench_gemm]
-                             [--quick] [--no-torch] [--no-vulkan] [--runs N] [--steps K] [--warmup W]
+                             [--quick] [--no-torch] [--no-vulkan] [--no-gemm] [--runs N] [--steps K] [--warmup W]
 
 Method: a run is one process that builds the model and the step, does W untimed warm-up steps, then K timed steps;
 its time is the median of its K step times. Each configuration gets N runs (default 5; --quick 3); the runs of all
 configurations are interleaved round by round (the order rotates each round), and the reported figure is the
 median over the N runs. Peak RSS is the ru_maxrss of the run's process (from wait4), the largest over its runs.
-PyTorch is run in four thread settings: OMP_NUM_THREADS = MKL_NUM_THREADS = b at process start and
-torch.set_num_threads(t), for b, t in {1, 2}; the table shows the fastest and all are listed below it.
+Thread settings (2 cores here): PyTorch runs with OMP_NUM_THREADS = MKL_NUM_THREADS = b at process start and
+torch.set_num_threads(t) for b, t in {1, 2}; pivot with 1 and 2 threads (plan threads; OpenBLAS follows them).
+Each side's fastest setting goes into the table; all are listed below it.
+OpenBLAS core: when the OpenBLAS that pivot links picks a generic kernel on a CPU it does not know (0.3.21 takes
+Sapphire Rapids for 'Prescott', SSE3 only), pivot is also run with OPENBLAS_CORETYPE set to the CPU's real class
+(SkylakeX for AVX-512, Haswell for AVX2), in its own rows, and the GEMM table is printed for both.
 This script uses only the Python standard library (it runs with the system python3; torch runs in the venv).
 """
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -39,11 +44,13 @@ def parse():
     ap.add_argument("--runs", type=int, help="runs per configuration (default 5, --quick 3)")
     ap.add_argument("--steps", type=int, help="timed steps per run (default 5, --quick 3)")
     ap.add_argument("--warmup", type=int, help="untimed steps per run (default 3, --quick 2)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="pivot's threads (default: all cores)")
-    ap.add_argument("--torch-threads", default="1,2", help="thread counts tried for torch (b and t), e.g. 1,2")
+    ap.add_argument("--threads", default="1,2", help="thread counts tried on both sides (default 1,2)")
+    ap.add_argument("--openblas-core", default="auto",
+                    help="OPENBLAS_CORETYPE for the extra pivot rows: auto (when OpenBLAS misdetects the CPU), "
+                         "none, or a core name")
     ap.add_argument("--torch-optimizer", default="foreach", choices=["foreach", "fused", "loop"])
     ap.add_argument("--torch-attention", default="sdpa", choices=["sdpa", "sdpa_gqa", "math"])
-    ap.add_argument("--steps-kinds", default="sft,dpo", help="which steps to run (sft,dpo)")
+    ap.add_argument("--kinds", default="sft,dpo", help="which steps to run (sft,dpo)")
     ap.add_argument("--json", help="also write all raw results to this file")
     a = ap.parse_args()
     a.runs = a.runs or (3 if a.quick else 5)
@@ -63,20 +70,18 @@ def run_process(cmd, env=None, timeout=1800):
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env, cwd=ROOT, text=True)
         deadline = t0 + timeout
-        rc, rss = None, 0
-        while rc is None:
+        while True:
             pid, status, ru = os.wait4(p.pid, os.WNOHANG)
             if pid == p.pid:
                 rc, rss = os.waitstatus_to_exitcode(status), ru.ru_maxrss
-                p.returncode = rc  # keep Popen from waiting again
                 break
             if time.perf_counter() > deadline:
                 p.kill()
                 pid, status, ru = os.wait4(p.pid, 0)
-                p.returncode = 124
                 rc, rss = 124, ru.ru_maxrss
                 break
             time.sleep(0.02)
+        p.returncode = rc  # reaped here: keep Popen from waiting again
         wall = time.perf_counter() - t0
         fo.seek(0)
         fe.seek(0)
@@ -97,10 +102,50 @@ def parse_result(out):
     return res, "\n".join(prof)
 
 
+# ---------------------------------------------------------------------------------------------------- OpenBLAS core
+def openblas_path(pivot):
+    try:
+        out = subprocess.run(["ldd", pivot], capture_output=True, text=True, timeout=30).stdout
+    except Exception:  # noqa: BLE001
+        return None
+    m = re.search(r"libopenblas[^ ]*\s*=>\s*(\S+)", out)
+    return m.group(1) if m else None
+
+
+def openblas_core(lib, env):
+    """the core name OpenBLAS selects under env (run in a child so the env applies at load time)"""
+    if not lib:
+        return None
+    code = ("import ctypes; l = ctypes.CDLL(%r); l.openblas_get_corename.restype = ctypes.c_char_p; "
+            "print(l.openblas_get_corename().decode())" % lib)
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+        return p.stdout.strip() or None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def cpu_class():
+    """the OpenBLAS core class this CPU supports: SkylakeX (AVX-512), Haswell (AVX2) or None"""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    if "avx512f" in flags and "avx512bw" in flags and "avx512vl" in flags:
+        return "SkylakeX"
+    if "avx2" in flags and "fma" in flags:
+        return "Haswell"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- configurations
 class Config:
-    def __init__(self, key, label, cmd, env, side, step):
-        self.key, self.label, self.cmd, self.env, self.side, self.step = key, label, cmd, env, side, step
-        self.runs = []  # dicts: run time (median step), all times, rss
+    def __init__(self, label, cmd, env, side, step, threads, group):
+        self.label, self.cmd, self.env, self.side, self.step = label, cmd, env, side, step
+        self.threads = threads  # pivot: plan threads; torch: (blas/omp threads, set_num_threads)
+        self.group = group  # configurations of one table row (the best of them is shown)
+        self.runs = []
         self.profile = None
         self.error = None
         self.unsupported = None
@@ -119,11 +164,11 @@ class Config:
 
 
 def run_config(c, want_profile):
-    cmd = list(c.cmd) + (["--profile"] if want_profile and c.side == "pivot" else [])
+    cmd = list(c.cmd) + (["--profile"] if want_profile else [])
     rc, out, err, rss, wall = run_process(cmd, env=c.env)
     res, prof = parse_result(out)
     if rc != 0 or res is None:
-        tail = (err or out).strip().splitlines()[-3:]
+        tail = [x for x in (err or out).strip().splitlines() if x.strip()][-3:]
         c.error = "exit %d: %s" % (rc, " | ".join(tail))
         log("  %s: FAILED (%s)" % (c.label, c.error))
         return
@@ -137,13 +182,13 @@ def run_config(c, want_profile):
         c.first = res
     if prof:
         c.profile = prof
-    log("  %-34s %7.3f s/step  (%s)  rss %6.0f MB  loss %.4f -> %.4f" % (
-        c.label, t, ", ".join("%.3f" % x for x in res["times"]), rss / 1024.0, res["losses"][0], res["losses"][-1]))
+    log("  %-50s %7.3f s/step (%s)  rss %5.0f MB  loss %.4f -> %.4f" % (
+        c.label, t, " ".join("%.3f" % x for x in res["times"]), rss / 1024.0, res["losses"][0], res["losses"][-1]))
 
 
-def pivot_cmd(a, step, backend, warmup, steps):
+def pivot_cmd(a, step, backend, threads, warmup, steps):
     return [a.pivot, "run", os.path.join(HERE, "mini_mllm.lua"), "--step", step, "--backend", backend,
-            "--threads", str(a.threads), "--warmup", str(warmup), "--steps", str(steps)]
+            "--threads", str(threads), "--warmup", str(warmup), "--steps", str(steps)]
 
 
 def torch_cmd(a, step, t):
@@ -153,15 +198,22 @@ def torch_cmd(a, step, t):
 
 
 def vulkan_status(a):
-    """(available, text of `pivot devices` vulkan line)"""
+    """(available, the vulkan line of `pivot devices`)"""
     try:
         out = subprocess.run([a.pivot, "devices"], capture_output=True, text=True, timeout=120, cwd=ROOT).stdout
     except Exception as e:  # noqa: BLE001
         return False, "pivot devices failed: %s" % e
-    for line in out.splitlines():
-        if line.startswith("vulkan"):
-            return not line.startswith("vulkan: unavailable"), line.strip()
-    return False, "no vulkan line in `pivot devices`"
+    lines = [x.strip() for x in out.splitlines() if x.startswith("vulkan")]
+    if not lines:
+        return False, "no vulkan line in `pivot devices`"
+    ok = not lines[0].startswith("vulkan: unavailable")
+    sel = next((x for x in lines if "[selected]" in x), lines[0])
+    return ok, sel
+
+
+def best(cs):
+    cs = [c for c in cs if c.sps()]
+    return max(cs, key=lambda c: c.sps()) if cs else None
 
 
 def fmt(v, spec):
@@ -170,30 +222,52 @@ def fmt(v, spec):
 
 def main():
     a = parse()
-    steps = [s for s in a.steps_kinds.split(",") if s]
-    tthreads = [int(x) for x in a.torch_threads.split(",") if x]
-    base_env = dict(os.environ)
-    pivot_env = dict(base_env)
-    pivot_env.pop("PIVOT_BACKEND", None)
+    kinds = [s for s in a.kinds.split(",") if s]
+    threads = [int(x) for x in a.threads.split(",") if x]
     if not os.access(a.pivot, os.X_OK):
-        sys.exit("compare.py: %s is not an executable (build pivot first, or bench/run.sh)" % a.pivot)
-
-    configs = []  # per step: pivot, torch variants
-    for st in steps:
-        configs.append(Config(("pivot", st), "pivot cpu %s" % st, pivot_cmd(a, st, "cpu", a.warmup, a.steps),
-                              pivot_env, "pivot", st))
-        if not a.no_torch:
-            for b in tthreads:
-                for t in tthreads:
-                    env = dict(base_env)
-                    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(b)
-                    configs.append(Config(("torch", st, b, t), "torch %s (BLAS/OMP %d, set_num_threads %d)" % (st, b, t),
-                                          torch_cmd(a, st, t), env, "torch", st))
+        sys.exit("compare.py: %s is not an executable (build pivot first, or use bench/run.sh)" % a.pivot)
     if not a.no_torch and not os.access(a.python, os.X_OK):
         sys.exit("compare.py: %s not found (bench/run.sh creates the venv; or pass --no-torch)" % a.python)
+    base_env = dict(os.environ)
+    for k in ("PIVOT_BACKEND", "PIVOT_THREADS", "PIVOT_DEVICE"):
+        base_env.pop(k, None)
 
-    log("bench: %d runs x (%d warm-up + %d timed steps) per configuration, %d configurations, interleaved"
-        % (a.runs, a.warmup, a.steps, len(configs)))
+    # pivot's OpenBLAS: the core it picks, and whether to add rows with the CPU's real class
+    lib = openblas_path(a.pivot)
+    core = openblas_core(lib, base_env)
+    want = cpu_class() if a.openblas_core == "auto" else (None if a.openblas_core == "none" else a.openblas_core)
+    extra_core = want if (want and core and want.lower() != core.lower()) else None
+    blas_variants = [("", None)]
+    if extra_core:
+        blas_variants.append((", OPENBLAS_CORETYPE=%s" % extra_core, extra_core))
+
+    configs, groups = [], []  # groups: (row label, step, [configs])
+    for st in kinds:
+        for suffix, ct in blas_variants:
+            env = dict(base_env)
+            if ct:
+                env["OPENBLAS_CORETYPE"] = ct
+            grp = []
+            for t in threads:
+                c = Config("pivot cpu %s, %d thread%s%s" % (st, t, "s" if t > 1 else "", suffix),
+                           pivot_cmd(a, st, "cpu", t, a.warmup, a.steps), env, "pivot", st, t, suffix)
+                grp.append(c)
+            configs += grp
+            groups.append(("pivot" + suffix, st, grp))
+        if not a.no_torch:
+            grp = []
+            for b in threads:
+                for t in threads:
+                    env = dict(base_env)
+                    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(b)
+                    grp.append(Config("torch %s, BLAS/OMP %d, set_num_threads %d" % (st, b, t), torch_cmd(a, st, t),
+                                      env, "torch", st, (b, t), "torch"))
+            configs += grp
+            groups.append(("torch", st, grp))
+
+    log("bench: %d runs x (%d warm-up + %d timed steps) per configuration, %d configurations, interleaved; "
+        "pivot's OpenBLAS core: %s%s" % (a.runs, a.warmup, a.steps, len(configs), core or "?",
+                                         (" (also run with OPENBLAS_CORETYPE=%s)" % extra_core) if extra_core else ""))
     t_all = time.perf_counter()
     for r in range(a.runs):
         log("round %d/%d" % (r + 1, a.runs))
@@ -201,113 +275,128 @@ def main():
         for c in configs[k:] + configs[:k]:
             if c.error or c.unsupported:
                 continue
-            run_config(c, want_profile=(c.side == "pivot" and c.profile is None))
+            # pivot's per-op profile: a few extra steps after the timed ones, in the last round
+            run_config(c, want_profile=(c.side == "pivot" and r == a.runs - 1))
 
-    # Vulkan: pivot's other backend on the same steps (lavapipe here: few steps, one run)
-    vk_rows = []
+    # Vulkan: pivot's other backend on the same steps (lavapipe here: one run of few steps)
+    vk = []
+    vk_line = None
     if not a.no_vulkan:
-        ok, line = vulkan_status(a)
-        if not ok:
-            vk_rows.append(("vulkan", None, "vulkan: unavailable (%s)" % line))
-        else:
-            log("vulkan: %s" % line)
-            for st in steps:
-                c = Config(("vulkan", st), "pivot vulkan %s" % st, pivot_cmd(a, st, "vulkan", 1, 2 if a.quick else 3),
-                           pivot_env, "vulkan", st)
+        ok, vk_line = vulkan_status(a)
+        if ok:
+            log("vulkan: %s" % vk_line)
+            for st in kinds:
+                c = Config("pivot vulkan %s" % st, pivot_cmd(a, st, "vulkan", max(threads), 1, 1 if a.quick else 2),
+                           base_env, "vulkan", st, max(threads), "vulkan")
                 run_config(c, want_profile=False)
-                vk_rows.append((st, c, line))
+                vk.append(c)
 
-    # GEMM table
-    gemm_text = None
+    # GEMM tables
+    gemm = []
     if not a.no_gemm:
-        if os.access(a.gemm, os.X_OK):
-            log("bench_gemm --quick")
-            p = subprocess.run([a.gemm, "--quick"], capture_output=True, text=True, cwd=ROOT)
-            gemm_text = (p.stdout + (p.stderr if p.returncode else "")).rstrip()
-        else:
-            gemm_text = "(%s not found: build the bench_gemm target)" % a.gemm
+        for suffix, ct in blas_variants:
+            env = dict(base_env)
+            if ct:
+                env["OPENBLAS_CORETYPE"] = ct
+            title = "OpenBLAS core %s" % (ct or core or "?") + (" (OPENBLAS_CORETYPE)" if ct else " (as detected)")
+            if os.access(a.gemm, os.X_OK):
+                log("bench_gemm --quick (%s)" % title)
+                p = subprocess.run([a.gemm, "--quick"], capture_output=True, text=True, cwd=ROOT, env=env)
+                gemm.append((title, (p.stdout + (p.stderr if p.returncode else "")).rstrip()))
+            else:
+                gemm.append((title, "(%s not found: build the bench_gemm target)" % a.gemm))
     log("bench: done in %.0f s" % (time.perf_counter() - t_all))
 
     # ------------------------------------------------------------------------------------------ report
-    by = {c.key: c for c in configs}
+    tinfo = next((c.first for c in configs if c.side == "torch" and c.first), None)
     print()
-    print("## mini-MLLM training steps: pivot CPU vs PyTorch CPU (batch 8; DPO: 8 pairs + frozen reference; "
-          "%d runs x %d steps, median)" % (a.runs, a.steps))
+    print("## mini-MLLM training steps, pivot CPU vs PyTorch CPU%s" % (
+        (" %s" % tinfo["torch"]) if tinfo else ""))
+    print("batch 8 (DPO: 8 pairs + a frozen reference forward), AdamW + clipping; %d interleaved runs x %d timed steps "
+          "(after %d warm-up), median; each side at its fastest thread setting" % (a.runs, a.steps, a.warmup))
     print()
     print("| step | pivot cpu steps/s | torch best steps/s (threads) | ratio | pivot peak RSS MB | torch peak RSS MB |")
     print("|---|---|---|---|---|---|")
-    best_of = {}
-    for st in steps:
-        pc = by[("pivot", st)]
-        best = None
-        if not a.no_torch:
-            for b in tthreads:
-                for t in tthreads:
-                    c = by[("torch", st, b, t)]
-                    if c.sps() and (best is None or c.sps() > best.sps()):
-                        best = c
-        best_of[st] = best
-        if best:
-            b, t = best.key[2], best.key[3]
-            tb = "%.2f (BLAS/OMP %d, set_num_threads %d)" % (best.sps(), b, t)
-            ratio = "%.2fx" % (pc.sps() / best.sps()) if pc.sps() else "-"
-            trss = fmt(best.rss_mb(), ".0f")
-        else:
-            tb, ratio, trss = "-", "-", "-"
-        pv_sps = fmt(pc.sps(), ".2f") if not pc.error else "failed: " + pc.error
-        print("| %s | %s | %s | %s | %s | %s |" % (st.upper(), pv_sps, tb, ratio, fmt(pc.rss_mb(), ".0f"), trss))
-    for st, c, line in vk_rows:
-        if c is None:
-            print("| vulkan | %s | | | | |" % line)
-        elif c.unsupported:
-            print("| %s vulkan | vulkan: unsupported (%s) | | | | |" % (st.upper(), c.unsupported))
-        elif c.error:
-            print("| %s vulkan | vulkan: failed (%s) | | | | |" % (st.upper(), c.error))
-        else:
-            print("| %s vulkan (%s) | %.3f | | | %s | |" % (st.upper(), line.split(":", 1)[-1].strip()[:60], c.sps(),
-                                                           fmt(c.rss_mb(), ".0f")))
+    for st in kinds:
+        tb = best(next((g for lab, s, g in groups if lab == "torch" and s == st), []))
+        for suffix, ct in blas_variants:
+            grp = next(g for lab, s, g in groups if lab == "pivot" + suffix and s == st)
+            pb = best(grp)
+            name = st.upper() + (" (OPENBLAS_CORETYPE=%s)" % ct if ct else "")
+            if pb is None:
+                err = next((c.error for c in grp if c.error), "no runs")
+                print("| %s | failed: %s | | | | |" % (name, err))
+                continue
+            pcol = "%.2f (%d thread%s)" % (pb.sps(), pb.threads, "s" if pb.threads > 1 else "")
+            if tb:
+                tcol = "%.2f (BLAS/OMP %d, set_num_threads %d)" % (tb.sps(), tb.threads[0], tb.threads[1])
+                ratio = "%.2fx" % (pb.sps() / tb.sps())
+                trss = fmt(tb.rss_mb(), ".0f")
+            else:
+                tcol, ratio, trss = "-", "-", "-"
+            print("| %s | %s | %s | %s | %s | %s |" % (name, pcol, tcol, ratio, fmt(pb.rss_mb(), ".0f"), trss))
+    if not a.no_vulkan:
+        if vk_line is None or not vk:
+            print("| vulkan | vulkan: unavailable (%s) | | | | |" % (vk_line or "?"))
+        for c in vk:
+            name = "%s vulkan" % c.step.upper()
+            if c.unsupported:
+                print("| %s | vulkan: unsupported (%s) | | | | |" % (name, c.unsupported))
+            elif c.error:
+                print("| %s | vulkan: failed (%s) | | | | |" % (name, c.error))
+            else:
+                print("| %s | %.3f | | | %s | |" % (name, c.sps(), fmt(c.rss_mb(), ".0f")))
     print()
-    print("Per configuration: median s/step over runs [min .. max of the run medians], peak RSS, first -> last loss")
-    for c in configs:
+    if tinfo:
+        print("torch peak RSS includes ~%.0f MB that `import torch` alone takes (the PyPI wheel maps its CUDA "
+              "libraries even on a CPU-only machine)." % (tinfo.get("rss_after_import_kb", 0) / 1024.0))
+    if vk:
+        print("vulkan: %s; %d warm-up + %d timed step(s), one run" % (vk_line, 1, 1 if a.quick else 2))
+    print()
+    print("All configurations: median s/step [min .. max of run medians], steps/s, peak RSS, loss first -> last")
+    for c in configs + vk:
         if c.runs:
             ts = [r["t"] for r in c.runs]
-            first = c.first
+            f = c.first
             extra = ""
-            if c.side == "torch" and first.get("rss_after_import_kb"):
-                extra = "  (RSS after `import torch`: %.0f MB)" % (first["rss_after_import_kb"] / 1024.0)
-            if c.side == "pivot":
-                extra = "  (plan arena %.0f MB, %d nodes, compile %.2f s)" % (first["peak_bytes"] / 2 ** 20,
-                                                                              first["nodes"], first["compile_s"])
-            print("  %-44s %7.3f s [%.3f .. %.3f]  %6.2f steps/s  RSS %5.0f MB  loss %.4f -> %.4f%s" % (
-                c.label, c.median_s(), min(ts), max(ts), c.sps(), c.rss_mb() or 0, first["losses"][0],
-                first["losses"][-1], extra))
+            if c.side == "torch" and f.get("rss_after_import_kb"):
+                extra = "  (RSS after import %.0f MB)" % (f["rss_after_import_kb"] / 1024.0)
+            elif c.side in ("pivot", "vulkan"):
+                extra = "  (arena %.0f MB, %d nodes, compile %.2f s)" % (f["peak_bytes"] / 2 ** 20, f["nodes"],
+                                                                         f["compile_s"])
+            print("  %-58s %7.3f s [%.3f .. %.3f] %6.2f/s  RSS %5.0f MB  loss %.4f -> %.4f%s" % (
+                c.label, c.median_s(), min(ts), max(ts), c.sps(), c.rss_mb() or 0, f["losses"][0], f["losses"][-1],
+                extra))
         else:
-            print("  %-44s %s" % (c.label, c.error or c.unsupported or "no runs"))
-    tinfo = next((c.first for c in configs if c.side == "torch" and c.first), None)
+            print("  %-58s %s" % (c.label, c.error or ("unsupported: " + c.unsupported if c.unsupported else "no runs")))
     if tinfo:
-        print("  torch %s, AdamW(foreach=%s), attention %s; params: pivot %s, torch %s" % (
-            tinfo["torch"], tinfo["optimizer"], tinfo["attention"],
-            next((c.first["params"] for c in configs if c.side == "pivot" and c.first), "-"), tinfo["params"]))
+        pinfo = next((c.first for c in configs if c.side == "pivot" and c.first), {})
+        print("  parameters: pivot %s, torch %s; torch AdamW %s, attention %s" % (
+            pinfo.get("params", "-"), tinfo["params"], tinfo["optimizer"], tinfo["attention"]))
 
-    print()
-    print("## GEMM: pivot matmul vs direct OpenBLAS (build/bench_gemm --quick)")
-    print()
-    print(gemm_text if gemm_text is not None else "(skipped)")
+    for title, text in gemm:
+        print()
+        print("## GEMM: pivot matmul vs direct OpenBLAS, bench_gemm --quick, %s" % title)
+        print()
+        print(text)
 
-    for st in steps:
-        c = by[("pivot", st)]
-        print()
-        print("## pivot per-op profile, %s step (cpu, %d threads; ms summed over %d profiled steps)" % (
-            st.upper(), a.threads, (c.first or {}).get("profile_steps", 0)))
-        print()
-        print(c.profile or "(no profile)")
+    for st in kinds:
+        for suffix, ct in blas_variants:
+            grp = next(g for lab, s, g in groups if lab == "pivot" + suffix and s == st)
+            pb = best(grp)
+            if pb is None:
+                continue
+            print()
+            print("## pivot per-op profile, %s step: %s (ms summed over %d profiled steps)" % (
+                st.upper(), pb.label, (pb.first or {}).get("profile_steps", 0)))
+            print()
+            print(pb.profile or "(no profile)")
 
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({c.label: {"runs": c.runs, "first": c.first, "error": c.error, "unsupported": c.unsupported}
-                       for c in configs}, f, indent=1)
-    failed = [c for c in configs if c.error]
-    return 1 if failed else 0
+            json.dump({c.label: {"runs": c.runs, "first": c.first, "error": c.error, "unsupported": c.unsupported,
+                                 "profile": c.profile} for c in configs + vk}, f, indent=1)
+    return 1 if any(c.error for c in configs) else 0
 
 
 if __name__ == "__main__":

@@ -215,47 +215,84 @@ static pv_status matmul_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const
  * (64x64, 256 of 4x4) and "matmul_128" (128x128, 256 of 8x8), K step 16, double-buffered shared memory. The tile is
  * picked by problem size (env PIVOT_VK_GEMM_TILE=small|64|128 forces one): 128 for large problems that keep enough
  * workgroups and waste little on partial tiles, 64 likewise for medium ones, else small. The batch is folded into
- * the rows for a plain-matrix b with a non-transposed, non-broadcast a (as the CPU path). */
-static const char *mm_vk_tile(int64_t M, int64_t N, int64_t nb) {
-  const char *e = getenv("PIVOT_VK_GEMM_TILE");
-  if (e && *e) {
-    if (!strcmp(e, "small") || !strcmp(e, "32")) return "matmul_small";
-    if (!strcmp(e, "64")) return "matmul_64";
-    if (!strcmp(e, "128")) return "matmul_128";
-  }
-  double useful = (double)M * (double)N;
-  int64_t t128 = ((M + 127) / 128) * ((N + 127) / 128) * nb, t64 = ((M + 63) / 64) * ((N + 63) / 64) * nb;
-  double w128 = (double)((M + 127) / 128 * 128) * (double)((N + 127) / 128 * 128);
-  double w64 = (double)((M + 63) / 64 * 64) * (double)((N + 63) / 64 * 64);
-  if (t128 >= 128 && w128 <= 1.15 * useful) return "matmul_128";
-  if (t64 >= 48 && w64 <= 1.25 * useful) return "matmul_64";
-  return "matmul_small";
-}
+ * the rows for a plain-matrix b with a non-transposed, non-broadcast a (as the CPU path).
+ * Split K: when the tiles are too few to fill a large GPU and K is long (weight gradients: K = tokens), K is cut
+ * into S ranges (multiples of 16) whose partial products go to the scratch buffer, then summed in range order by
+ * "matmul_splitk" (deterministic). Env PIVOT_VK_GEMM_SPLITK=S forces S (1: never split). */
+#define MM_VK_SPLITK_MAX 16
+#define MM_VK_SPLITK_BYTES ((int64_t)256 << 20)
 
-static int matmul_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
-  if (max < 1) return 0;
+typedef struct mm_vk_cfg {
+  int64_t M, N, K, nb; /* after folding the batch into the rows */
+  int nbd;
+  int64_t sh[PV_MAX_DIMS], st[2][PV_MAX_DIMS]; /* coalesced batch shape, batch strides of a and b (elements) */
+  const char *shader;
+  int64_t tile, gx, gy;
+  int64_t S, kc; /* K ranges and their length (S = 1: no split) */
+} mm_vk_cfg;
+
+static int mm_vk_config(const pv_tensor *t, mm_vk_cfg *c) {
   const matmul_p *p = PV_CPARAMS(matmul_p, t);
   const pv_tensor *a = t->src[0], *b = t->src[1];
   mm_batch bt;
   mm_batch_init(t, &bt);
-  int64_t M = bt.M, N = bt.N, K = bt.K, nb = bt.n;
-  int64_t sh[PV_MAX_DIMS], st[2][PV_MAX_DIMS];
-  int nbd = 0;
-  if (nb > 1 && !p->ta && b->numel == K * N && a->numel == nb * M * K) {
-    M *= nb; /* one GEMM over all rows */
-    nb = 1;
+  memset(c, 0, sizeof *c);
+  c->M = bt.M, c->N = bt.N, c->K = bt.K, c->nb = bt.n;
+  if (c->nb > 1 && !p->ta && b->numel == bt.K * bt.N && a->numel == bt.n * bt.M * bt.K) {
+    c->M *= c->nb; /* one GEMM over all rows */
+    c->nb = 1;
   } else {
     for (int i = 0; i < bt.nbd; i++)
-      sh[i] = bt.shape[i], st[0][i] = bt.sa[i] * bt.M * bt.K, st[1][i] = bt.sb[i] * bt.K * bt.N;
-    nbd = pv_vk_coalesce(bt.nbd, sh, 2, st);
+      c->sh[i] = bt.shape[i], c->st[0][i] = bt.sa[i] * bt.M * bt.K, c->st[1][i] = bt.sb[i] * bt.K * bt.N;
+    c->nbd = pv_vk_coalesce(bt.nbd, c->sh, 2, c->st);
   }
-  if (M > UINT32_MAX || N > UINT32_MAX || K > UINT32_MAX || nb > UINT32_MAX || nbd > 6) return 0;
-  const char *shader = mm_vk_tile(M, N, nb);
-  int64_t tile = !strcmp(shader, "matmul_128") ? 128 : !strcmp(shader, "matmul_64") ? 64 : 32;
-  int64_t gx = (N + tile - 1) / tile, gy = (M + tile - 1) / tile;
-  if (gx > 65535 || gy > 65535) return 0;
-  int bind[3] = {-1, 0, 1};
-  pv_vk_begin(d, shader, 3, bind);
+  int64_t M = c->M, N = c->N, K = c->K, nb = c->nb;
+  if (M > UINT32_MAX || N > UINT32_MAX || K > UINT32_MAX || nb > UINT32_MAX || c->nbd > 6) return 0;
+  if (M * N * nb > UINT32_MAX || (M ? M : 1) * K > UINT32_MAX || (N ? N : 1) * K > UINT32_MAX) return 0;
+  const char *e = getenv("PIVOT_VK_GEMM_TILE");
+  double useful = (double)M * (double)N;
+  int64_t t128 = ((M + 127) / 128) * ((N + 127) / 128) * nb, t64 = ((M + 63) / 64) * ((N + 63) / 64) * nb;
+  double w128 = (double)((M + 127) / 128 * 128) * (double)((N + 127) / 128 * 128);
+  double w64 = (double)((M + 63) / 64 * 64) * (double)((N + 63) / 64 * 64);
+  if (e && *e && (!strcmp(e, "small") || !strcmp(e, "32"))) c->tile = 32;
+  else if (e && *e && !strcmp(e, "64")) c->tile = 64;
+  else if (e && *e && !strcmp(e, "128")) c->tile = 128;
+  else if (t128 >= 128 && w128 <= 1.15 * useful) c->tile = 128;
+  else if (t64 >= 48 && w64 <= 1.25 * useful) c->tile = 64;
+  else c->tile = 32;
+  c->shader = c->tile == 128 ? "matmul_128" : c->tile == 64 ? "matmul_64" : "matmul_small";
+  c->gx = (N + c->tile - 1) / c->tile;
+  c->gy = (M + c->tile - 1) / c->tile;
+  if (c->gx > 65535 || c->gy > 65535) return 0;
+  /* split K: aim at >= 256 workgroups, each range >= 256 long */
+  int64_t wgs = c->gx * c->gy * nb, S = 1;
+  const char *es = getenv("PIVOT_VK_GEMM_SPLITK");
+  if (es && *es) S = atoi(es);
+  else if (wgs < 128 && K >= 1024) S = (256 + wgs - 1) / wgs;
+  if (S > K / 256 && !(es && *es)) S = K / 256;
+  if (S > MM_VK_SPLITK_MAX) S = MM_VK_SPLITK_MAX;
+  if (S < 1) S = 1;
+  int64_t kc = S > 1 ? ((K + S - 1) / S + 15) / 16 * 16 : K;
+  if (S > 1) S = (K + kc - 1) / kc; /* no empty range */
+  if (S > 1 && (S * nb * M * N * 4 > MM_VK_SPLITK_BYTES || S * nb > UINT32_MAX)) S = 1, kc = K;
+  c->S = S;
+  c->kc = kc;
+  return 1;
+}
+
+static size_t matmul_vk_scratch(const pv_tensor *t) {
+  mm_vk_cfg c;
+  if (!mm_vk_config(t, &c) || c.S <= 1) return 0;
+  return sizeof(float) * (size_t)(c.S * c.nb * c.M * c.N);
+}
+
+static int matmul_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
+  const matmul_p *p = PV_CPARAMS(matmul_p, t);
+  mm_vk_cfg c;
+  if (!mm_vk_config(t, &c) || max < (c.S > 1 ? 2 : 1)) return 0;
+  int64_t M = c.M, N = c.N, K = c.K, nb = c.nb, S = c.S;
+  int bind[3] = {S > 1 ? -2 : -1, 0, 1};
+  pv_vk_begin(d, c.shader, 3, bind);
   uint32_t fl = (uint32_t)p->ta | (uint32_t)p->tb << 1;
   if ((p->ta ? M : K) % 4 == 0) fl |= 4u; /* a's contiguous axis */
   if ((p->tb ? K : N) % 4 == 0) fl |= 8u;
@@ -265,22 +302,32 @@ static int matmul_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
   pv_vk_push(d, (uint32_t)K);
   pv_vk_push(d, fl);
   pv_vk_push(d, (uint32_t)nb);
-  pv_vk_push(d, (uint32_t)nbd);
-  for (int i = 0; i < 6; i++) pv_vk_push(d, i < nbd ? (uint32_t)sh[i] : 1u);
+  pv_vk_push(d, (uint32_t)c.nbd);
+  for (int i = 0; i < 6; i++) pv_vk_push(d, i < c.nbd ? (uint32_t)c.sh[i] : 1u);
   for (int k = 0; k < 2; k++)
-    for (int i = 0; i < 6; i++) pv_vk_push(d, i < nbd ? (uint32_t)st[k][i] : 0u);
+    for (int i = 0; i < 6; i++) pv_vk_push(d, i < c.nbd ? (uint32_t)c.st[k][i] : 0u);
+  pv_vk_push(d, (uint32_t)S);
+  pv_vk_push(d, (uint32_t)c.kc);
   if (M > 0 && N > 0 && nb > 0) {
-    d->groups[0] = (uint32_t)gx;
-    d->groups[1] = (uint32_t)gy;
-    d->groups[2] = (uint32_t)(nb < 65535 ? nb : 65535);
+    d->groups[0] = (uint32_t)c.gx;
+    d->groups[1] = (uint32_t)c.gy;
+    d->groups[2] = (uint32_t)(nb * S < 65535 ? nb * S : 65535);
   }
   d->work = 2.0 * (double)M * (double)N * (double)(K ? K : 1) * (double)nb;
-  return 1;
+  if (S <= 1) return 1;
+  int bs[2] = {-1, -2};
+  pv_vk_begin(&d[1], "matmul_splitk", 2, bs);
+  pv_vk_push(&d[1], (uint32_t)(nb * M * N));
+  pv_vk_push(&d[1], (uint32_t)(M * N));
+  pv_vk_push(&d[1], (uint32_t)S);
+  pv_vk_grid(&d[1], nb * M * N, PV_VK_WG);
+  d[1].work = (double)(nb * M * N * S);
+  return 2;
 }
 
 const pv_op_def pv_op_matmul = {.name = "matmul", .min_src = 2, .max_src = 2, .flags = PV_OPF_CPU_SERIAL,
                                 .shape = matmul_shape, .backward = matmul_backward, .cpu = matmul_cpu,
-                                .ref = matmul_ref, .vk = matmul_vk};
+                                .ref = matmul_ref, .vk = matmul_vk, .vk_scratch = matmul_vk_scratch};
 
 pv_tensor *pv_matmul(pv_graph *g, pv_tensor *a, pv_tensor *b, int trans_a, int trans_b) {
   matmul_p p = {trans_a ? 1 : 0, trans_b ? 1 : 0};

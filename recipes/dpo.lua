@@ -1,7 +1,7 @@
 -- recipes/dpo.lua: direct preference optimisation of the mini MLLM (the paper's DPO arm, TRL's DPOTrainer):
 -- sigmoid loss with beta 0.1 against a frozen copy of the starting point, all parameters trainable.
 --
---   pivot run recipes/dpo.lua [--init runs/stage1] [--out runs/dpo] [--steps 40] [--lr 5e-5] [--batch-size 8]
+--   pivot run recipes/dpo.lua [--init runs/stage1] [--out runs/dpo] [--steps 40] [--lr 1e-4] [--batch-size 8]
 --                             [--loss sigmoid|ipo|hinge|bco_pair|mpo] [--beta 0.1] [--ref-cache] [--images 150]
 --                             [--seed 1] [--eval 40] [--backend cpu] [--threads 2] [--resume]
 --   real data: --data dpo.jsonl --image-root DIR [--model DIR] [--tokenizer FILE]

@@ -1,7 +1,7 @@
 -- recipes/sft.lua: supervised fine-tuning of the mini MLLM on the chosen answers of the preference pairs (the
 -- paper's SFT arm: same images, prompts and steps as DPO; all parameters train).
 --
---   pivot run recipes/sft.lua [--init runs/stage1] [--out runs/sft] [--steps 40] [--lr 1e-4] [--batch-size 8]
+--   pivot run recipes/sft.lua [--init runs/stage1] [--out runs/sft] [--steps 40] [--lr 5e-4] [--batch-size 8]
 --                             [--images 150] [--seed 1] [--eval 40] [--backend cpu] [--threads 2] [--resume]
 --   real data: --data dpo.jsonl (or sft.jsonl) --image-root DIR [--model DIR] [--tokenizer FILE]
 --

@@ -3,7 +3,7 @@
 --   1b: everything trains on captions + questions, the vision tower at 0.2x the lr (the paper's 2e-6 / 1e-5).
 -- The result is the checkpoint that recipes/sft.lua and recipes/dpo.lua start from (--init DIR).
 --
---   pivot run recipes/stage1.lua [--out runs/stage1] [--steps-1a 40] [--steps-1b 200] [--images 1500] [--seed 1]
+--   pivot run recipes/stage1.lua [--out runs/stage1] [--steps-1a 30] [--steps-1b 120] [--images 1000] [--seed 1]
 --                                [--llm small|medium|large] [--preset tiny] [--backend cpu] [--threads 2] [--resume]
 --   real data: --data stage1.jsonl --image-root DIR (--tokenizer tokenizer.json | --model DIR)
 --

@@ -8,8 +8,6 @@ bash scripts/setup.sh
 J=$(nproc)
 LONG=${PIVOT_LONG_TESTS:-0}
 export PIVOT_VK_VALIDATION=1 PIVOT_QUIET=1
-# until every op has a Vulkan kernel, the op tests skip (and print) ops Vulkan does not support yet
-export PIVOT_TEST_VK_ALLOW_UNSUPPORTED=1
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPIVOT_LONG_TESTS=$([ "$LONG" = 1 ] && echo ON || echo OFF) >/dev/null
 cmake --build build -j"$J"
 ctest --test-dir build --output-on-failure -j"$J" --timeout 900

@@ -3,8 +3,9 @@
  * prints why and fails, unless PIVOT_ALLOW_NO_VULKAN=1. lavapipe in CI: shapes stay small but span several tiles.
  *  - matmul: all transpose combinations, odd sizes (1, 7, 13, 65, 129 mixed), several tiles in every dimension, the
  *    vec4 and scalar load paths, batched and broadcast batches (the folded "one GEMM" path too), more batches than
- *    the 65535 grid limit, K = 1; each tile variant forced (PIVOT_VK_GEMM_TILE=small|64|128) and the automatic
- *    choice; forward rel L2 <= 1e-5 against the CPU; gradients through oc_check for each variant;
+ *    the 65535 grid limit, K = 1, split K (forced with PIVOT_VK_GEMM_SPLITK and automatic); each tile variant forced
+ *    (PIVOT_VK_GEMM_TILE=small|64|128) and the automatic choice; forward rel L2 <= 1e-5 against the CPU; gradients
+ *    through oc_check for each variant;
  *  - embedding / scatter_add: ids out of range fail the run naming the op; scatter_add is bitwise equal to the CPU
  *    (same summation order) and deterministic, with skewed ids (a row hit by most positions);
  *  - adamw (both lerp branches, lr_scale, weight decay, several steps) and assign (set, accumulate, factor) update
@@ -73,9 +74,11 @@ static void mm_case(pv_context *ctx, const char *tile, int na, const int64_t *ba
   pv_tensor *y = pv_matmul(g, in[0], in[1], ta, tb);
   char nm[200];
   int k = snprintf(nm, sizeof nm, "matmul tile=%s a[", tile ? tile : "auto");
-  for (int i = 0; i < na + 2; i++) k += snprintf(nm + k, sizeof nm - (size_t)k, "%s%lld", i ? "," : "", (long long)sa[i]);
+  for (int i = 0; i < na + 2; i++)
+    k += snprintf(nm + k, sizeof nm - (size_t)k, "%s%lld", i ? "," : "", (long long)sa[i]);
   k += snprintf(nm + k, sizeof nm - (size_t)k, "] b[");
-  for (int i = 0; i < nb + 2; i++) k += snprintf(nm + k, sizeof nm - (size_t)k, "%s%lld", i ? "," : "", (long long)sb[i]);
+  for (int i = 0; i < nb + 2; i++)
+    k += snprintf(nm + k, sizeof nm - (size_t)k, "%s%lld", i ? "," : "", (long long)sb[i]);
   snprintf(nm + k, sizeof nm - (size_t)k, "] ta=%d tb=%d", ta, tb);
   CHECK(y && pv_mark_output(y) == PV_OK, "%s: build: %s", nm, pv_graph_error(g));
   if (!y) {
@@ -127,6 +130,20 @@ static void mm_cases(pv_context *ctx) {
       mm_case(ctx, tiles[t], 0, NULL, 1, b3, 130, 12, 9, ta, tb);
     }
   printf("%s matmul batched and broadcast batches\n", pv_t_fail == fails0 ? "ok  " : "FAIL");
+  /* split K: forced (ranges of 16-multiples, a short last one, odd K; batched) and automatic (few tiles, long K) */
+  fails0 = pv_t_fail;
+  static const char *splits[3] = {"2", "3", "7"};
+  for (int sp = 0; sp < 3; sp++) {
+    setenv("PIVOT_VK_GEMM_SPLITK", splits[sp], 1);
+    for (int t = 0; t < 3; t++)
+      for (int f = 0; f < 4; f++) {
+        mm_case(ctx, tiles[t], 0, NULL, 0, NULL, 65, 129, 70, f & 1, f >> 1);
+        mm_case(ctx, tiles[t], 1, b3, 1, b1, 13, 100, 36, f & 1, f >> 1);
+      }
+  }
+  unsetenv("PIVOT_VK_GEMM_SPLITK");
+  for (int f = 0; f < 4; f++) mm_case(ctx, NULL, 0, NULL, 0, NULL, 64, 2100, 40, f & 1, f >> 1);
+  printf("%s matmul split K\n", pv_t_fail == fails0 ? "ok  " : "FAIL");
   /* more batches than one grid dimension holds (the shader loops over z) */
   static const int64_t bbig[1] = {66000};
   fails0 = pv_t_fail;
@@ -230,8 +247,8 @@ static void scatter_exact_cases(pv_context *ctx) {
       pv_plan_free(p);
     }
     if (ok) {
-      CHECK(!memcmp(yv, yc, sizeof yv), "scatter_add %s: vulkan not bitwise equal to cpu (rel %.3g)", dt ? "i32" : "i64",
-            rel_l2(yv, yc, V * D));
+      CHECK(!memcmp(yv, yc, sizeof yv), "scatter_add %s: vulkan not bitwise equal to cpu (rel %.3g)",
+            dt ? "i32" : "i64", rel_l2(yv, yc, V * D));
       CHECK(!memcmp(yv, yv2, sizeof yv), "scatter_add: two vulkan plans differ");
     }
     pv_graph_free(g);

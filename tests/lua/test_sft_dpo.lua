@@ -118,7 +118,9 @@ end)
 case("DPO: first loss log 2 (policy == reference), loss goes down, rewards/accuracies > 0.5", function()
   local ctx, model = fresh()
   local acc = {}
-  local r = study.dpo(ctx, model, PAIRS, {steps = 30, lr = 5e-3, batch_size = 8, seed = 1, print_every = 0,
+  local few = {} -- a few pairs seen several times (the paper trains 3 epochs), so the training loss can fall
+  for i = 1, 48 do few[i] = PAIRS[i] end
+  local r = study.dpo(ctx, model, few, {steps = 24, lr = 5e-3, batch_size = 8, seed = 1, print_every = 0,
     out_dir = TMP .. "/dpo_unit"})
   near(r.losses[1], math.log(2), 1e-6, "first DPO loss")
   local lines = read_jsonl(TMP .. "/dpo_unit/metrics.jsonl")
@@ -132,10 +134,10 @@ case("DPO: first loss log 2 (policy == reference), loss goes down, rewards/accur
     end
   end
   local late = 0
-  for i = #acc - 9, #acc do late = late + acc[i] / 10 end
-  print(string.format("     dpo loss %.4f -> %.4f, rewards/accuracies (last 10 steps) %.2f, %.2f steps/s", r.loss_first5,
+  for i = #acc - 7, #acc do late = late + acc[i] / 8 end
+  print(string.format("     dpo loss %.4f -> %.4f, rewards/accuracies (last 8 steps) %.2f, %.2f steps/s", r.loss_first5,
     r.loss_last5, late, r.steps_per_second))
-  assert(r.loss_last5 < r.loss_first5 - 0.02, "the DPO loss did not go down")
+  assert(r.loss_last5 < r.loss_first5 - 0.05, "the DPO loss did not go down")
   assert(late > 0.5, "rewards/accuracies did not rise above 0.5")
 end)
 
