@@ -147,6 +147,7 @@ class Config:
         self.group = group  # configurations of one table row (the best of them is shown)
         self.runs = []
         self.profile = None
+        self.profile_steps = 0
         self.error = None
         self.unsupported = None
         self.first = None  # the first RESULT (losses etc.)
@@ -157,6 +158,9 @@ class Config:
     def sps(self):
         m = self.median_s()
         return 1.0 / m if m else None
+
+    def best_sps(self):
+        return 1.0 / min(r["t"] for r in self.runs) if self.runs else None
 
     def rss_mb(self):
         v = [r["rss_kb"] for r in self.runs if r["rss_kb"]]
@@ -182,6 +186,7 @@ def run_config(c, want_profile):
         c.first = res
     if prof:
         c.profile = prof
+        c.profile_steps = res.get("profile_steps", 0)
     log("  %-50s %7.3f s/step (%s)  rss %5.0f MB  loss %.4f -> %.4f" % (
         c.label, t, " ".join("%.3f" % x for x in res["times"]), rss / 1024.0, res["losses"][0], res["losses"][-1]))
 
@@ -269,6 +274,7 @@ def main():
         "pivot's OpenBLAS core: %s%s" % (a.runs, a.warmup, a.steps, len(configs), core or "?",
                                          (" (also run with OPENBLAS_CORETYPE=%s)" % extra_core) if extra_core else ""))
     t_all = time.perf_counter()
+    load0 = os.getloadavg()
     for r in range(a.runs):
         log("round %d/%d" % (r + 1, a.runs))
         k = r % len(configs)
@@ -305,6 +311,7 @@ def main():
                 gemm.append((title, (p.stdout + (p.stderr if p.returncode else "")).rstrip()))
             else:
                 gemm.append((title, "(%s not found: build the bench_gemm target)" % a.gemm))
+    load1 = os.getloadavg()
     log("bench: done in %.0f s" % (time.perf_counter() - t_all))
 
     # ------------------------------------------------------------------------------------------ report
@@ -337,7 +344,8 @@ def main():
             print("| %s | %s | %s | %s | %s | %s |" % (name, pcol, tcol, ratio, fmt(pb.rss_mb(), ".0f"), trss))
     if not a.no_vulkan:
         if vk_line is None or not vk:
-            print("| vulkan | vulkan: unavailable (%s) | | | | |" % (vk_line or "?"))
+            why = (vk_line or "?").split("vulkan: unavailable:", 1)[-1].strip()
+            print("| vulkan | vulkan: unavailable (%s) | | | | |" % why)
         for c in vk:
             name = "%s vulkan" % c.step.upper()
             if c.unsupported:
@@ -347,6 +355,28 @@ def main():
             else:
                 print("| %s | %.3f | | | %s | |" % (name, c.sps(), fmt(c.rss_mb(), ".0f")))
     print()
+    print("The same from each configuration's fastest run (least disturbed by other load on the machine):")
+    print()
+    print("| step | pivot cpu steps/s | torch best steps/s (threads) | ratio |")
+    print("|---|---|---|---|")
+    for st in kinds:
+        tgrp = next((g for lab, s, g in groups if lab == "torch" and s == st), [])
+        tb = max((c for c in tgrp if c.runs), key=lambda c: c.best_sps(), default=None)
+        for suffix, ct in blas_variants:
+            grp = next(g for lab, s, g in groups if lab == "pivot" + suffix and s == st)
+            pb = max((c for c in grp if c.runs), key=lambda c: c.best_sps(), default=None)
+            if pb is None:
+                continue
+            name = st.upper() + (" (OPENBLAS_CORETYPE=%s)" % ct if ct else "")
+            pcol = "%.2f (%d thread%s)" % (pb.best_sps(), pb.threads, "s" if pb.threads > 1 else "")
+            if tb:
+                print("| %s | %s | %.2f (BLAS/OMP %d, set_num_threads %d) | %.2fx |" % (
+                    name, pcol, tb.best_sps(), tb.threads[0], tb.threads[1], pb.best_sps() / tb.best_sps()))
+            else:
+                print("| %s | %s | - | - |" % (name, pcol))
+    print()
+    print("load average (1 min) at the start and the end of the runs: %.1f, %.1f on %d cores" % (
+        load0[0], load1[0], os.cpu_count() or 0))
     if tinfo:
         print("torch peak RSS includes ~%.0f MB that `import torch` alone takes (the PyPI wheel maps its CUDA "
               "libraries even on a CPU-only machine)." % (tinfo.get("rss_after_import_kb", 0) / 1024.0))
@@ -388,7 +418,7 @@ def main():
                 continue
             print()
             print("## pivot per-op profile, %s step: %s (ms summed over %d profiled steps)" % (
-                st.upper(), pb.label, (pb.first or {}).get("profile_steps", 0)))
+                st.upper(), pb.label, pb.profile_steps))
             print()
             print(pb.profile or "(no profile)")
 

@@ -21,7 +21,8 @@ print(string.format("dpo (%s, beta %g, reference %s): %d pairs from %s", loss, t
 
 local r = study.dpo(run.ctx, run.model, run.examples, {out_dir = out, steps = tonumber(opts.steps), lr = tonumber(opts.lr),
   batch_size = tonumber(opts.batch_size), seed = run.seed, backend = opts.backend, threads = tonumber(opts.threads),
-  resume = opts.resume, tok = run.env.tok, loss_type = loss, beta = tonumber(opts.beta), ref_cache = opts.ref_cache})
+  resume = opts.resume, tok = run.env.tok, loss_type = loss, beta = tonumber(opts.beta), ref_cache = opts.ref_cache,
+  init = run.init}) -- the reference: a frozen second model loaded from the same checkpoint (or the cache)
 
 local m = r.last or {}
 study.finish(run, r, out, "dpo", string.format("rewards/accuracies %.3f, rewards/margins %.4f (last step)",

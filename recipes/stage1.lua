@@ -5,6 +5,7 @@
 --
 --   pivot run recipes/stage1.lua [--out runs/stage1] [--steps-1a 30] [--steps-1b 120] [--images 1000] [--seed 1]
 --                                [--llm small|medium|large] [--preset tiny] [--backend cpu] [--threads 2] [--resume]
+--                                [--stage0-steps N]   (first: contrastive pretraining of the vision tower, pivot.pretrain)
 --   real data: --data stage1.jsonl --image-root DIR (--tokenizer tokenizer.json | --model DIR)
 --
 -- Writes OUT/model.safetensors, OUT/config.json, OUT/tokenizer.json, OUT/metrics.jsonl (1a and 1b lines, with a

@@ -33,6 +33,8 @@ end)
 local final = losses[#losses]
 print(string.format("final loss %.6f (chance %.4f) after %d steps on %s, %.1f s cpu", final,
   math.log(toy.defaults.vocab), cfg.steps, model.plan:backend(), os.clock() - clock0))
+print(string.format("plan memory: peak %.1f KiB, sum of all tensors %.1f KiB (%.0f%%)", model.plan:peak_bytes() / 1024,
+  model.plan:naive_bytes() / 1024, 100 * model.plan:peak_bytes() / model.plan:naive_bytes()))
 
 if opts.out then
   local out = tostring(opts.out)

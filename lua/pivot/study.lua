@@ -39,7 +39,7 @@ local ffi = require "ffi"
 local M = {}
 
 -- world index ranges of the splits (stage 1, post-training pairs, held-out evaluation)
-M.SPLITS = {stage1 = 0, post = 1000000, eval = 2000000}
+M.SPLITS = {stage1 = 0, post = 1000000, eval = 2000000, stage0 = 3000000}
 
 M.DEFAULTS = {
   batch_size = 16,          -- stage 1 rows per step; SFT/DPO pairs per step
@@ -424,6 +424,10 @@ function Loader:next()
   while true do
     if self.epoch >= self.epochs then return nil end
     local batches = self:_plan_epoch(self.epoch)
+    if #batches == 0 then
+      pv.raise(string.format("loader: %d examples make no batch of %d (each bucket needs a full batch)", #self.examples,
+        self.B))
+    end
     if self.pos < #batches then break end
     self.epoch, self.pos = self.epoch + 1, 0
   end
@@ -598,7 +602,8 @@ end
 function M.load_model(ctx, path, opts)
   opts = opts or {}
   local hf = require "pivot.hf"
-  local cfg = opts.cfg or read_json(path .. "/config.json")
+  local cfg = read_json(path .. "/config.json")
+  if opts.cfg and file_exists(path .. "/model.safetensors") then cfg = opts.cfg end
   if cfg and type(cfg.vision) == "table" and type(cfg.llm) == "table" then
     local model = M.model(ctx, cfg, {prefix = opts.prefix})
     model:load(path)
@@ -702,6 +707,7 @@ end
 -- vision_lr_mult x the lr. Saves a checkpoint (study.save_checkpoint) into opts.out_dir, with each sub-stage's
 -- metrics.jsonl in out_dir/stage1a and out_dir/stage1b and the two combined in out_dir/metrics.jsonl.
 -- opts: out_dir, seed, batch_size, steps_1a, steps_1b, lr_1a, lr_1b, vision_lr_mult, images (world images),
+-- stage0_steps (default 0: a contrastive pretraining of the vision tower first, pivot.pretrain),
 -- examples_1a / examples_1b (real data instead of the world: encoded SFT examples), image_mode, system,
 -- tokenizer_path, backend, threads, resume, print_every, extra (fields for config.json).
 function M.stage1(ctx, model, world, tok, opts)
@@ -719,6 +725,20 @@ function M.stage1(ctx, model, world, tok, opts)
   local t0 = log.now()
   local out = opts.out_dir
   local o = {tok = tok, seed = opts.seed, max_buckets = opts.max_buckets, buckets = opts.buckets}
+  local s0
+  if (opts.stage0_steps or 0) > 0 then
+    -- stage 0 (optional): SigLIP-style contrastive pretraining of the vision tower on the world's captions
+    -- (pivot.pretrain), standing in for the paper's pretrained SigLIP2 encoder
+    if not world then pv.raise("stage1: stage0_steps needs the world (captions)") end
+    local t = log.now()
+    s0 = require("pivot.pretrain").run(ctx, model.vision, world, {steps = opts.stage0_steps, tok = tok,
+      seed = opts.seed or 1, out_dir = out and (out .. "/stage0"), threads = opts.threads, backend = opts.backend,
+      start_index = M.SPLITS.stage0})
+    s0.seconds = log.now() - t
+    if (opts.print_every or 1) > 0 then
+      print(string.format("[stage0] %d steps, loss %.4f, %.1f s", opts.stage0_steps, s0.loss, s0.seconds))
+    end
+  end
   -- 1a: the projector alone
   local vf, lf = model.vision.frozen, model.llm.frozen
   model.vision:freeze()
@@ -733,7 +753,8 @@ function M.stage1(ctx, model, world, tok, opts)
   c.out_dir, c.label = out and (out .. "/stage1b"), "stage1b"
   c.lr_mult = {[model.vision.name] = opts.vision_lr_mult or D.vision_lr_mult}
   local s1b = M.fit(ctx, model, M.sft_build(model, B), loader_for(ctx, model, ex1b, "sft", B, o), c)
-  local r = {stage1a = s1a, stage1b = s1b, seconds = log.now() - t0, examples_1a = #ex1a, examples_1b = #ex1b}
+  local r = {stage0 = s0, stage1a = s1a, stage1b = s1b, seconds = log.now() - t0, examples_1a = #ex1a,
+    examples_1b = #ex1b}
   if out then
     local extra = {image_mode = env.image_mode, system = opts.system, world = world and world.cfg or nil}
     for k, v in pairs(opts.extra or {}) do extra[k] = v end
@@ -772,10 +793,12 @@ function M.sft(ctx, model, examples, opts)
 end
 
 -- study.dpo(ctx, model, pairs, opts) -> fit summary (+ ref_cache info). The reference is the starting point of
--- `model`: opts.ref (a frozen mllm), else a frozen copy of model's current weights under the prefix "ref", or with
+-- `model`: opts.ref (a frozen mllm), or opts.init (a checkpoint folder, loaded as a second mllm with the prefix
+-- "ref" and frozen), else a frozen copy of model's current weights under the prefix "ref"; or with
 -- opts.ref_cache the reference log-probs computed once by `model` itself before training (pivot.refcache; stored
 -- in out_dir/ref_logps.safetensors, or at opts.ref_cache when it is a path) and fed per batch.
--- opts: as study.sft plus beta, loss_type (sigmoid | ipo | hinge | bco_pair | mpo), label_smoothing, ref, ref_cache.
+-- opts: as study.sft plus beta, loss_type (sigmoid | ipo | hinge | bco_pair | mpo), label_smoothing, ref, init,
+-- ref_cache.
 function M.dpo(ctx, model, examples, opts)
   opts = opts or {}
   local D = M.DEFAULTS
@@ -804,7 +827,9 @@ function M.dpo(ctx, model, examples, opts)
     lo.cache, lo.cache_average = cache, lt == "ipo"
     build = M.dpo_build(model, B, {cached = true, beta = opts.beta, loss_type = lt, label_smoothing = opts.label_smoothing})
   else
-    local ref = opts.ref or M.frozen_copy(ctx, model, "ref")
+    local ref = opts.ref
+    if not ref and opts.init then ref = M.load_model(ctx, opts.init, {prefix = "ref", cfg = model.cfg}):freeze() end
+    ref = ref or M.frozen_copy(ctx, model, "ref")
     build = M.dpo_build(model, B, {ref = ref, beta = opts.beta, loss_type = lt, label_smoothing = opts.label_smoothing})
   end
   local r = M.fit(ctx, model, build, loader_for(ctx, model, examples, "dpo", B, lo), c)
@@ -859,6 +884,7 @@ function M.run_stage1(opts, out)
   local so = {out_dir = out, seed = seed, batch_size = num(opts.batch_size), steps_1a = num(opts.steps_1a),
     steps_1b = num(opts.steps_1b) or num(opts.steps), lr_1a = num(opts.lr_1a), lr_1b = num(opts.lr_1b),
     vision_lr_mult = num(opts.vision_lr_mult), images = num(opts.images), image_mode = env.image_mode,
+    stage0_steps = num(opts.stage0_steps),
     tokenizer_path = env.tokenizer_path, backend = opts.backend, threads = num(opts.threads), resume = opts.resume,
     print_every = num(opts.print_every)}
   if opts.data then
@@ -906,10 +932,10 @@ function M.setup(opts, out)
   end
   if #examples == 0 then pv.raise("setup: no training examples") end
   local run = {ctx = ctx, model = model, cfg = cfg, env = env, examples = examples, init = init, seed = seed,
-    stage1 = stage1, setup_seconds = log.now() - log0}
+    stage1 = stage1, setup_seconds = log.now() - log0, backend = opts.backend, threads = num(opts.threads)}
   if num(opts.eval) and env.world then
     run.heldout = M.world_pairs(env, {seed = seed, first = M.SPLITS.eval, count = num(opts.eval)})
-    run.acc_before = M.pair_accuracy(ctx, model, run.heldout, {backend = opts.backend, threads = num(opts.threads)})
+    run.acc_before = M.pair_accuracy(ctx, model, run.heldout, {backend = run.backend, threads = run.threads})
   end
   return run
 end
@@ -926,7 +952,7 @@ function M.finish(run, r, out, label, extra)
   local sum = {label = label, steps = r.steps, seconds = r.seconds, steps_per_second = r.steps_per_second,
     loss_first5 = r.loss_first5, loss_last5 = r.loss_last5, last = r.last, init = run.init}
   if run.heldout then
-    local after = M.pair_accuracy(run.ctx, run.model, run.heldout)
+    local after = M.pair_accuracy(run.ctx, run.model, run.heldout, {backend = run.backend, threads = run.threads})
     sum.heldout_pair_accuracy = {before = run.acc_before.accuracy, after = after.accuracy, n = after.n}
     parts[#parts + 1] = string.format("held-out pair accuracy %.3f -> %.3f (%d pairs)", run.acc_before.accuracy,
       after.accuracy, after.n)
@@ -960,7 +986,10 @@ function M.pipeline(opts)
       seed = run.seed, backend = opts.backend, threads = num(opts.threads), resume = opts.resume, tok = run.env.tok,
       print_every = num(opts.print_every)}
     if arm == "sft" then to.lr = num(opts.sft_lr)
-    else to.lr, to.loss_type, to.beta, to.ref_cache = num(opts.dpo_lr), opts.loss, num(opts.beta), opts.ref_cache end
+    else
+      to.lr, to.loss_type, to.beta, to.ref_cache = num(opts.dpo_lr), opts.loss, num(opts.beta), opts.ref_cache
+      to.init = s1.dir
+    end
     local res = M[arm](run.ctx, run.model, run.examples, to)
     local _, sum = M.finish(run, res, out .. "/" .. arm, arm)
     res.summary = sum

@@ -8,25 +8,12 @@ local refcache = require "pivot.refcache"
 local data = require "pivot.data"
 local log = require "pivot.train.log"
 
-local passed, failed = 0, 0
-local function case(name, fn)
-  local t0 = log.now()
-  local ok, err = xpcall(fn, debug.traceback)
-  if ok then
-    passed = passed + 1
-    print(string.format("ok   %s (%.1f s)", name, log.now() - t0))
-  else
-    failed = failed + 1
-    io.stderr:write("FAIL ", name, ": ", tostring(err), "\n")
-  end
-end
-local function near(a, b, tol, what)
-  if not (math.abs(a - b) <= tol) then error(string.format("%s = %.9g, expected %.9g (+- %g)", what, a, b, tol), 2) end
-end
+local testing = require "pivot.testing"
+local T = testing.suite("test_refcache")
+local function case(name, fn) return T:case(name, fn) end
+local near = testing.near -- near(a, b, tol, what): |a - b| <= tol * max(1, |b|)
 
-local TMP = os.tmpname()
-os.remove(TMP)
-data.mkdir(TMP)
+local TMP = testing.tmpdir("refcache")
 
 -- a tiny model after a few SFT steps (so chosen and rejected log-probs differ), saved as the DPO starting point
 local ctx0 = pv.context{threads = 2, seed = 11}
@@ -55,11 +42,13 @@ local function compare(loss_type, steps)
   assert(#a.losses == steps and #b.losses == steps)
   local worst = 0
   for i = 1, steps do
-    near(b.losses[i], a.losses[i], 1e-6, string.format("%s loss at step %d (cache vs memory)", loss_type, i))
+    if not (math.abs(b.losses[i] - a.losses[i]) <= 1e-6) then
+      error(string.format("%s loss at step %d: cache %.9g, memory %.9g", loss_type, i, b.losses[i], a.losses[i]))
+    end
     worst = math.max(worst, math.abs(b.losses[i] - a.losses[i]))
   end
   for _, k in ipairs {"rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"} do
-    near(b.last[k], a.last[k], 1e-5 * math.max(1, math.abs(a.last[k])), loss_type .. " " .. k)
+    near(b.last[k], a.last[k], 1e-5, loss_type .. " " .. k)
   end
   print(string.format("     %s: %d steps, largest loss difference %.3g, losses %.5f .. %.5f", loss_type, steps, worst,
     a.losses[1], a.losses[steps]))
@@ -114,5 +103,4 @@ case("the cache holds the reference's sequence log-probs, by example index; reus
 end)
 
 os.execute("rm -rf '" .. TMP .. "'")
-print(string.format("%d passed, %d failed", passed, failed))
-if failed > 0 then error(failed .. " test(s) failed", 0) end
+T:finish()

@@ -10,25 +10,12 @@ local json = require "pivot.json"
 local data = require "pivot.data"
 local log = require "pivot.train.log"
 
-local passed, failed = 0, 0
-local function case(name, fn)
-  local t0 = log.now()
-  local ok, err = xpcall(fn, debug.traceback)
-  if ok then
-    passed = passed + 1
-    print(string.format("ok   %s (%.1f s)", name, log.now() - t0))
-  else
-    failed = failed + 1
-    io.stderr:write("FAIL ", name, ": ", tostring(err), "\n")
-  end
-end
-local function near(a, b, tol, what)
-  if not (math.abs(a - b) <= tol) then error(string.format("%s = %.9g, expected %.9g (+- %g)", what, a, b, tol), 2) end
-end
+local testing = require "pivot.testing"
+local T = testing.suite("test_sft_dpo")
+local function case(name, fn) return T:case(name, fn) end
+local near = testing.near -- near(a, b, tol, what): |a - b| <= tol * max(1, |b|)
 
-local TMP = os.tmpname()
-os.remove(TMP)
-data.mkdir(TMP)
+local TMP = testing.tmpdir("sft_dpo")
 local T0 = log.now()
 
 local function read_jsonl(path)
@@ -146,13 +133,13 @@ case("DPO loss types at h = 0: ipo 1/(2 beta)^2, hinge 1, mpo finite; all train"
     local ctx, model = fresh()
     local r = study.dpo(ctx, model, PAIRS, {steps = 2, lr = 1e-3, batch_size = 4, seed = 1, print_every = 0,
       loss_type = t[1]})
-    if t[2] then near(r.losses[1], t[2], 1e-5 * t[2], t[1] .. " first loss") end
+    if t[2] then near(r.losses[1], t[2], 1e-5, t[1] .. " first loss") end
     for _, l in ipairs(r.losses) do assert(l == l and l < math.huge, t[1] .. ": loss not finite") end
     if t[1] == "mpo" then assert(r.last["losses/sft"] and r.last["losses/bco_pair"], "mpo logs its terms") end
   end
 end)
 
-case("recipes: stage1 -> sft / dpo (--init, --ref-cache), and dpo without --init; metrics.jsonl written", function()
+case("recipes: stage1 (with a 2-step stage 0) -> sft / dpo (--init, --ref-cache), and dpo without --init; metrics.jsonl written", function()
   local common = {preset = "tiny", images = 6, threads = 2, seed = 2}
   local function with(t)
     local o = {}
@@ -160,7 +147,7 @@ case("recipes: stage1 -> sft / dpo (--init, --ref-cache), and dpo without --init
     for k, v in pairs(t) do o[k] = v end
     return o
   end
-  run_recipe("stage1", with{out = TMP .. "/r/stage1", steps_1a = 2, steps_1b = 3, images = 20})
+  run_recipe("stage1", with{out = TMP .. "/r/stage1", steps_1a = 2, steps_1b = 3, images = 20, stage0_steps = 2})
   assert(data.file_exists(TMP .. "/r/stage1/model.safetensors") and data.file_exists(TMP .. "/r/stage1/config.json"))
   assert(#read_jsonl(TMP .. "/r/stage1/metrics.jsonl") >= 5)
   run_recipe("sft", with{init = TMP .. "/r/stage1", out = TMP .. "/r/sft", steps = 3})
@@ -191,12 +178,32 @@ case("real-data path: w:write_dataset (JSONL + PNG) then --data trains sft and d
   for _, d in ipairs {"ds_dpo", "ds_sft"} do
     assert(#read_jsonl(TMP .. "/" .. d .. "/metrics.jsonl") >= 2, d .. ": no metrics")
   end
+  -- the reference is a second model loaded from the same checkpoint: the first loss is log 2
+  near(read_jsonl(TMP .. "/ds_dpo/metrics.jsonl")[1].loss, math.log(2), 1e-6, "first DPO loss (reference from --init)")
   -- the JSONL images equal the world's (PNG round trip of the 8-bit image), so the data paths agree
   local ex = study.jsonl_examples(ds.dpo)
   assert(#ex == ds.n_pairs and type(ex[1].image) == "string" and ex[1].chosen)
 end)
 
+case("--model with Hugging Face folders (vision/ SigLIP + llm/ Qwen2, the fixtures) loads, projector fresh", function()
+  local fx = pv.source_dir .. "/../shared/fixtures/hf"
+  assert(data.file_exists(fx .. "/siglip/model.safetensors"), "fixtures not found at " .. fx)
+  local dir = TMP .. "/hfmodel"
+  data.mkdir(dir)
+  os.execute(string.format("ln -s '%s/siglip' '%s/vision' && ln -s '%s/qwen2_tied' '%s/llm'", fx, dir, fx, dir))
+  local ctx = pv.context{threads = 1}
+  local m, cfg = study.load_model(ctx, dir)
+  assert(m.num_image_tokens == 16 and cfg.projector[1] == 64 and cfg.llm.vocab_size == 320)
+  local st = ctx:open_safetensors(fx .. "/qwen2_tied/model.safetensors")
+  local want = st:read_table("model.norm.weight")
+  local got = m.llm.model:child("norm")._pmap.weight.var:read()
+  for i = 1, #want do assert(got[i] == want[i], "llm weights not loaded") end
+  -- and it saves as a pivot checkpoint that loads back
+  study.save_checkpoint(ctx, m, TMP .. "/hfmodel_pivot")
+  local m2 = study.load_model(pv.context{threads = 1}, TMP .. "/hfmodel_pivot")
+  assert(m2:num_parameters() == m:num_parameters())
+end)
+
 os.execute("rm -rf '" .. TMP .. "'")
 print(string.format("total %.1f s", log.now() - T0))
-print(string.format("%d passed, %d failed", passed, failed))
-if failed > 0 then error(failed .. " test(s) failed", 0) end
+T:finish()
