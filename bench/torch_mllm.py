@@ -17,7 +17,8 @@ uniform for the projector; normal(0, 0.02) for decoder weights and embeddings; z
 
 Step: forward, loss (SFT: token-mean cross entropy; DPO: sigmoid loss with beta 0.1 on summed response log-probs,
 the reference model under torch.no_grad()), backward, clip_grad_norm_(1.0), AdamW(lr 1e-4, wd 0.01), zero_grad.
-Prints one line `RESULT {json}` with the timed step times (seconds) and the losses. Threads: torch.set_num_threads
+Prints one line `RESULT {json}` with the timed step times (seconds) and the losses (--profile: then the
+torch.profiler table of 3 more steps between `PROFILE BEGIN` / `PROFILE END`). Threads: torch.set_num_threads
 (--threads); the BLAS/OpenMP threads are set by the caller through OMP_NUM_THREADS / MKL_NUM_THREADS at start.
 """
 import argparse
@@ -37,6 +38,7 @@ def parse():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--optimizer", choices=["foreach", "fused", "loop"], default="foreach")
     ap.add_argument("--attention", choices=["sdpa", "sdpa_gqa", "math"], default="sdpa")
+    ap.add_argument("--profile", action="store_true", help="then 3 steps under torch.profiler (top ops by self time)")
     return ap.parse_args()
 
 
@@ -259,13 +261,22 @@ def main():
         loss, gn = step()
         times.append(time.perf_counter() - t0)
         losses.append(loss)
+    prof = None
+    if ARGS.profile:
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU]) as p:
+            for _ in range(3):
+                step()
+        prof = p.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
     env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     print("RESULT " + json.dumps({
         "step": ARGS.step, "backend": "torch", "torch": torch.__version__, "threads": torch.get_num_threads(),
         "env": env, "times": times, "losses": losses, "grad_norm": gn, "params": nparams,
         "optimizer": ARGS.optimizer, "attention": ARGS.attention,
         "import_s": t_import - t_start, "build_s": t_built - t_import,
-        "rss_after_import_kb": IMPORT_RSS_KB}), flush=True)
+        "rss_after_import_kb": IMPORT_RSS_KB, "profile_steps": 3 if prof else 0}), flush=True)
+    if prof:
+        print("PROFILE BEGIN\n" + prof.rstrip() + "\nPROFILE END", flush=True)
 
 
 def current_rss_kb():
