@@ -1,6 +1,7 @@
 -- bench/hf_scale.lua: checkpoint loading and MLLM forward at the scale of the released models (random weights).
 --
---   pivot run bench/hf_scale.lua --part PART [--dir DIR] [--cold] [--threads 2] [--runs 3] [--results FILE]
+--   pivot run bench/hf_scale.lua --part PART [--dir DIR] [--cold] [--no-init] [--threads 2] [--runs 3]
+--                                [--results FILE]
 --
 -- Parts (bench/hf_scale.sh runs each in its own process, so that peak RSS belongs to one measurement):
 --   gen_qwen     --dir D: a random Qwen2.5-0.5B (Qwen2ForCausalLM shapes) as bf16 safetensors in transformers'
@@ -8,10 +9,12 @@
 --                model.safetensors.index.json, model-0000{1,2}-of-00002.safetensors)
 --   gen_siglip   --dir D: a random SigLIP2-B/16-224 vision tower (SiglipVisionModel layout, the FixRes one) as bf16:
 --                D/siglip (config.json + model.safetensors)
---   load_qwen | load_qwen_sharded | load_siglip  --dir D [--cold]: builds the model from config.json (f32 vars,
+--   load_qwen | load_qwen_sharded | load_siglip  --dir D [--cold] [--no-init]: builds the model from config.json (f32 vars,
 --                random init), then hf.open + hf.load_params (timed), and reports the seconds and peak RSS.
 --                --cold first writes back and drops the files' pages from the page cache (fdatasync +
---                posix_fadvise DONTNEED), so the load reads the disk.
+--                posix_fadvise DONTNEED), so the load reads the disk. --no-init creates the vars zero-filled from
+--                the checkpoint's shapes before the model (whose constructor reuses them), skipping the random
+--                init that hf.load_params overwrites anyway.
 --   forward      SigLIP2-So400m/16-384 (26 of 27 layers run: feature layer -2) -> projector 1152->896->896 ->
 --                Qwen2.5-0.5B over 576 image + 64 text tokens, batch 1, random weights, CPU backend; logits for
 --                the 64 text positions only (qwen2 forward's logits_range). Compile time, first run, median of
@@ -216,6 +219,17 @@ local function load_part(sub, kind)
   local t0 = now()
   local ctx = pv.context{threads = THREADS, seed = 3}
   local cfg = hf.read_config(dir)
+  if opts.no_init then
+    -- zero-filled vars with the checkpoint's names and shapes, created before the model (whose constructor then
+    -- reuses them instead of drawing random values): the load path without the wasted random init
+    local map = kind == "qwen" and hf.maps.qwen2("llm") or hf.maps.siglip_vision("vision")
+    local ck0 = hf.open(ctx, dir)
+    for _, n in ipairs(ck0:names()) do
+      local target = map(n)
+      if target and not (kind == "qwen" and n == "lm_head.weight") then ctx:var(target, ck0:info(n).shape) end
+    end
+    ck0:close()
+  end
   local params, load
   if kind == "qwen" then
     local m = require("pivot.models.qwen2").new(ctx, "llm", cfg)
@@ -237,11 +251,20 @@ local function load_part(sub, kind)
   local m2 = mem()
   -- a checksum of a few values, so that the load is known to have written the vars
   local nfiles = #ck.files
-  local first = params[1].var:read_raw("f32")
-  local finite = first[0] == first[0] and first[0] ~= math.huge and first[0] ~= -math.huge
+  -- (the smallest 2-d var, so that the check adds nothing to the peak RSS)
+  local small
+  for _, p in ipairs(params) do
+    if #p.var.shape == 2 and (not small or p.var.numel < small.numel) then small = p.var end
+  end
+  local first = small:read_raw("f32")
+  local finite = true
+  for i = 0, small.numel - 1 do
+    local v = first[i]
+    if v ~= v or v == math.huge or v == -math.huge then finite = false end
+  end
   ck:close()
   local m3 = mem()
-  emit({dir = sub, cold = cold, params = count_params(params), loaded = res.loaded, files = nfiles,
+  emit({dir = sub, cold = cold, no_init = opts.no_init and true or false, params = count_params(params), loaded = res.loaded, files = nfiles,
     file_mb = round(files_mb(dir), 1), f32_mb = round(count_params(params) * 4 / 2 ^ 20, 1),
     build_s = round(t1 - t0), open_s = round(t2 - t1), load_s = round(t3 - t2), open_load_s = round(t3 - t1),
     start_rss_mb = round(m0.VmRSS or 0, 1), built_rss_mb = round(m1.VmRSS or 0, 1),
@@ -302,6 +325,7 @@ local function forward_part(full)
   table.sort(sorted)
   local median = sorted[math.floor((#sorted + 1) / 2)]
   if #sorted % 2 == 0 then median = (sorted[#sorted / 2] + sorted[#sorted / 2 + 1]) / 2 end
+  local m_runs = mem() -- before the logits are copied out
   local out, n = plan:read_raw(logits, "f32")
   local finite, absmax = true, 0
   for i = 0, n - 1 do
@@ -317,7 +341,7 @@ local function forward_part(full)
     first_run_s = round(first), runs_s = rt, median_s = round(median), nodes = plan:node_count(),
     peak_plan_mb = round(plan:peak_bytes() / 2 ^ 20, 1), naive_plan_mb = round(plan:naive_bytes() / 2 ^ 20, 1),
     f32_weights_mb = round(nparams * 4 / 2 ^ 20, 1), built_rss_mb = round(m1.VmRSS or 0, 1),
-    peak_rss_mb = round(mm.VmHWM or 0, 1), logits_finite = finite, logits_absmax = round(absmax, 4)})
+    peak_rss_mb = round(m_runs.VmHWM or 0, 1), peak_rss_read_mb = round(mm.VmHWM or 0, 1), logits_finite = finite, logits_absmax = round(absmax, 4)})
 end
 
 ---------------------------------------------------------------------------------------------------- table
@@ -344,7 +368,8 @@ local function table_part()
         note)
     elseif r.part:match("^load_") then
       local name = ({qwen = "Qwen2.5-0.5B", qwen_sharded = "Qwen2.5-0.5B, 2 shards", siglip = "SigLIP2-B/16"})[r.dir]
-      put("%-34s %9.1f %9.1f %9.2f %9.2f %7.0f MB  %s", "load " .. name .. (r.cold and " (cold)" or " (warm)"),
+      local how = (r.cold and "cold" or "warm") .. (r.no_init and ", no init" or "")
+      put("%-34s %9.1f %9.1f %9.2f %9.2f %7.0f MB  %s", "load " .. name .. " (" .. how .. ")",
         r.params / 1e6, r.file_mb, r.build_s, r.open_load_s, r.peak_rss_mb,
         string.format("open %.3fs; RSS %.0f built, %.0f loaded (%.0f file-mapped), %.0f closed; f32 vars %.0f MB",
           r.open_s, r.built_rss_mb, r.loaded_rss_mb, r.loaded_rss_file_mb, r.closed_rss_mb, r.f32_mb))
@@ -364,9 +389,9 @@ local function table_part()
       put("%-34s %9.2f %9.2f %9.2f %9s %9.0f %7.0f MB %9.2f", name, r.compile_s, r.first_run_s, r.median_s,
         table.concat(runs, "/"), r.peak_plan_mb, r.peak_rss_mb, r.build_s)
       put("    %.1f M params (%.0f MB f32), %d tokens (%d image + %d text), threads %d, %d nodes, naive plan %.0f MB," ..
-        " RSS after build %.0f MB, logits finite %s (max |x| %.3g)", r.params / 1e6, r.f32_weights_mb, r.tokens,
-        r.image_tokens, r.text_tokens, r.threads, r.nodes, r.naive_plan_mb, r.built_rss_mb, tostring(r.logits_finite),
-        r.logits_absmax)
+        " RSS after build %.0f MB, peak RSS after reading the logits out %.0f MB, logits finite %s (max |x| %.3g)",
+        r.params / 1e6, r.f32_weights_mb, r.tokens, r.image_tokens, r.text_tokens, r.threads, r.nodes, r.naive_plan_mb,
+        r.built_rss_mb, r.peak_rss_read_mb, tostring(r.logits_finite), r.logits_absmax)
     end
   end
   io.write(table.concat(out, "\n"), "\n")

@@ -5,8 +5,8 @@
 #
 # Writes a random Qwen2.5-0.5B (single file and 2 shards, ~950 MB each) and a SigLIP2-B/16 vision tower (~180 MB)
 # as bf16 safetensors into a temporary directory (deleted at the end unless --keep), times loading each into f32
-# vars (warm page cache, and cold after dropping the files' pages), then times one CPU forward of the
-# SigLIP2-So400m/16-384 + Qwen2.5-0.5B MLLM over 576 image + 64 text tokens. Each measurement runs in its own
+# vars (warm page cache; cold, after dropping the files' pages; warm without the random init of the vars), then
+# times one CPU forward of the SigLIP2-So400m/16-384 + Qwen2.5-0.5B MLLM over 576 image + 64 text tokens. Each measurement runs in its own
 # `pivot run bench/hf_scale.lua --part X` process so that its peak RSS is its own. Needs ~6 GB of free memory and
 # ~2 GB of disk.
 #
@@ -24,7 +24,7 @@ for a in "$@"; do
     --no-forward) forward=0 ;;
     --no-cold) cold=0 ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "hf_scale.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -59,6 +59,7 @@ part gen_siglip --dir "$TMP"
 for m in qwen qwen_sharded siglip; do
   part "load_$m" --dir "$TMP"
   if [ "$cold" = 1 ]; then part "load_$m" --dir "$TMP" --cold; fi
+  part "load_$m" --dir "$TMP" --no-init
 done
 if [ "$forward" = 1 ]; then
   # the generated checkpoints are not needed any more: free the disk and page cache first

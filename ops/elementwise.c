@@ -74,8 +74,32 @@ static void binary_cpu(const pv_tensor *t, const pv_cpu_args *a) {
       }
       return;
     }
-    if (na == t->numel) {
-      for (int64_t i = i0; i < i1; i++) o[i] = bop(k, x[i], y[i % nb]);
+    if (na == t->numel && nb == 1) { /* tensor (op) scalar */
+      float v = y[0];
+      switch (k) {
+      case B_ADD: for (int64_t i = i0; i < i1; i++) o[i] = x[i] + v; break;
+      case B_SUB: for (int64_t i = i0; i < i1; i++) o[i] = x[i] - v; break;
+      case B_MUL: for (int64_t i = i0; i < i1; i++) o[i] = x[i] * v; break;
+      default: for (int64_t i = i0; i < i1; i++) o[i] = x[i] / v; break;
+      }
+      return;
+    }
+    if (na == t->numel) { /* rows of nb (a bias): whole rows without a modulo per element */
+      int64_t i = i0;
+      while (i < i1) {
+        int64_t j0 = i % nb, n = nb - j0;
+        if (n > i1 - i) n = i1 - i;
+        const float *yr = y + j0;
+        float *orow = o + i;
+        const float *xr = x + i;
+        switch (k) {
+        case B_ADD: for (int64_t j = 0; j < n; j++) orow[j] = xr[j] + yr[j]; break;
+        case B_SUB: for (int64_t j = 0; j < n; j++) orow[j] = xr[j] - yr[j]; break;
+        case B_MUL: for (int64_t j = 0; j < n; j++) orow[j] = xr[j] * yr[j]; break;
+        default: for (int64_t j = 0; j < n; j++) orow[j] = xr[j] / yr[j]; break;
+        }
+        i += n;
+      }
       return;
     }
     for (int64_t i = i0; i < i1; i++) o[i] = bop(k, x[i % na], y[i % nb]);
@@ -345,7 +369,18 @@ static void unary_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   float *y = a->dst;
   int64_t i0, i1;
   pv_split(t->numel, a->ith, a->nth, &i0, &i1);
-  for (int64_t i = i0; i < i1; i++) y[i] = uf_f(k, x[i]);
+  /* one loop per kind: the kind test leaves the inner loop, so simple kinds vectorise */
+#define UNARY_LOOP(K)                                                                                                  \
+  case K:                                                                                                              \
+    for (int64_t i = i0; i < i1; i++) y[i] = uf_f(K, x[i]);                                                           \
+    break;
+  switch (k) {
+    UNARY_LOOP(PV_NEG) UNARY_LOOP(PV_EXP) UNARY_LOOP(PV_LOG) UNARY_LOOP(PV_SQRT) UNARY_LOOP(PV_RSQRT)
+    UNARY_LOOP(PV_TANH) UNARY_LOOP(PV_SIGMOID) UNARY_LOOP(PV_LOGSIGMOID) UNARY_LOOP(PV_SILU) UNARY_LOOP(PV_GELU_TANH)
+    UNARY_LOOP(PV_GELU_ERF) UNARY_LOOP(PV_RELU) UNARY_LOOP(PV_SQUARE) UNARY_LOOP(PV_ABS)
+  default: break;
+  }
+#undef UNARY_LOOP
 }
 static void unary_ref(const pv_tensor *t, double *y, const double *const *s, double *const *w, int *err) {
   (void)w, (void)err;
@@ -363,7 +398,17 @@ static void unary_grad_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   float *y = a->dst;
   int64_t i0, i1;
   pv_split(t->numel, a->ith, a->nth, &i0, &i1);
-  for (int64_t i = i0; i < i1; i++) y[i] = dy[i] * ug_f(k, x[i]);
+#define UGRAD_LOOP(K)                                                                                                  \
+  case K:                                                                                                              \
+    for (int64_t i = i0; i < i1; i++) y[i] = dy[i] * ug_f(K, x[i]);                                                   \
+    break;
+  switch (k) {
+    UGRAD_LOOP(PV_NEG) UGRAD_LOOP(PV_EXP) UGRAD_LOOP(PV_LOG) UGRAD_LOOP(PV_SQRT) UGRAD_LOOP(PV_RSQRT)
+    UGRAD_LOOP(PV_TANH) UGRAD_LOOP(PV_SIGMOID) UGRAD_LOOP(PV_LOGSIGMOID) UGRAD_LOOP(PV_SILU) UGRAD_LOOP(PV_GELU_TANH)
+    UGRAD_LOOP(PV_GELU_ERF) UGRAD_LOOP(PV_RELU) UGRAD_LOOP(PV_SQUARE) UGRAD_LOOP(PV_ABS)
+  default: break;
+  }
+#undef UGRAD_LOOP
 }
 static void unary_grad_ref(const pv_tensor *t, double *y, const double *const *s, double *const *w, int *err) {
   (void)w, (void)err;

@@ -406,13 +406,25 @@ static void expand_cpu(const pv_tensor *t, const pv_cpu_args *a) {
     for (int64_t i = i0; i < i1; i++) y[i] = px[i % nx];
     return;
   }
-  for (int64_t i = i0; i < i1; i++) {
-    int64_t r = i, js = 0;
-    for (int d = t->ndim - 1; d >= 0; d--) {
+  /* general: walk the output in runs of the innermost dimension; a run is a copy (stride 1) or a fill (stride 0) */
+  int nd = t->ndim;
+  int64_t inner = t->shape[nd - 1], st = ss[nd - 1];
+  int64_t i = i0;
+  while (i < i1) {
+    int64_t r = i / inner, js = 0, c0 = i % inner;
+    for (int d = nd - 2; d >= 0; d--) {
       js += (r % t->shape[d]) * ss[d];
       r /= t->shape[d];
     }
-    y[i] = px[js];
+    int64_t n = inner - c0;
+    if (n > i1 - i) n = i1 - i;
+    if (st == 0) {
+      float v = px[js];
+      for (int64_t c = 0; c < n; c++) y[i + c] = v;
+    } else {
+      memcpy(y + i, px + js + c0, (size_t)n * sizeof(float));
+    }
+    i += n;
   }
 }
 static void expand_ref(const pv_tensor *t, double *y, const double *const *s, double *const *w, int *err) {

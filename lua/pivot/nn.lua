@@ -156,16 +156,27 @@ function nn.sdpa(q, k, v, opts)
   local S, Hkv = k.shape[2], k.shape[3]
   local function heads(x) return x:permute(0, 2, 1, 3) end -- [B, n, T, D] (axes are 0-based)
   local qh, kh, vh = heads(q), heads(k), heads(v)
+  local scale = opts.scale or (1 / math.sqrt(D))
+  local o
   if Hkv ~= H then
+    -- grouped-query attention without copying k and v: query heads [B, Hkv, rep, T, D] against k, v
+    -- [B, Hkv, 1, S, D]; the GEMM broadcasts over the rep axis (query head j uses kv head j // rep)
     local rep = math.floor(H / Hkv)
-    local function repeat_kv(x)
-      return x:reshape(B, Hkv, 1, S, D):expand({B, Hkv, rep, S, D}):reshape(B, H, S, D)
+    local qg = qh:reshape(B, Hkv, rep, T, D)
+    local kg, vg = kh:reshape(B, Hkv, 1, S, D), vh:reshape(B, Hkv, 1, S, D)
+    local mask = opts.mask
+    if mask and #mask.shape == 4 then -- [.., H or 1, T, S] -> [.., Hkv or 1, rep or 1, T, S]
+      local ms = mask.shape
+      if ms[2] == H then mask = mask:reshape(ms[1], Hkv, rep, ms[3], ms[4])
+      else mask = mask:reshape(ms[1], 1, 1, ms[3], ms[4]) end
     end
-    kh, vh = repeat_kv(kh), repeat_kv(vh)
+    local p = qg:matmul(kg, false, true):softmax{mask = mask, scale = scale, causal = opts.causal}
+    o = p:matmul(vg):reshape(B, H, T, D)
+  else
+    local scores = qh:matmul(kh, false, true) -- [B, H, T, S]
+    local p = scores:softmax{mask = opts.mask, scale = scale, causal = opts.causal}
+    o = p:matmul(vh) -- [B, H, T, D]
   end
-  local scores = qh:matmul(kh, false, true) -- [B, H, T, S]
-  local p = scores:softmax{mask = opts.mask, scale = opts.scale or (1 / math.sqrt(D)), causal = opts.causal}
-  local o = p:matmul(vh) -- [B, H, T, D]
   return o:permute(0, 2, 1, 3) -- [B, T, H, D]
 end
 
