@@ -9,8 +9,9 @@
 --                model.safetensors.index.json, model-0000{1,2}-of-00002.safetensors)
 --   gen_siglip   --dir D: a random SigLIP2-B/16-224 vision tower (SiglipVisionModel layout, the FixRes one) as bf16:
 --                D/siglip (config.json + model.safetensors)
---   load_qwen | load_qwen_sharded | load_siglip  --dir D [--cold] [--no-init]: builds the model from config.json (f32 vars,
---                random init), then hf.open + hf.load_params (timed), and reports the seconds and peak RSS.
+--   load_qwen | load_qwen_sharded | load_siglip  --dir D [--cold] [--no-init]: builds the model from
+--                config.json (f32 vars, random init), then hf.open + hf.load_params (timed), and reports the
+--                seconds and peak RSS.
 --                --cold first writes back and drops the files' pages from the page cache (fdatasync +
 --                posix_fadvise DONTNEED), so the load reads the disk. --no-init creates the vars zero-filled from
 --                the checkpoint's shapes before the model (whose constructor reuses them), skipping the random
@@ -18,7 +19,8 @@
 --   forward      SigLIP2-So400m/16-384 (26 of 27 layers run: feature layer -2) -> projector 1152->896->896 ->
 --                Qwen2.5-0.5B over 576 image + 64 text tokens, batch 1, random weights, CPU backend; logits for
 --                the 64 text positions only (qwen2 forward's logits_range). Compile time, first run, median of
---                --runs runs, plan peak bytes, peak RSS.
+--                --runs runs, plan peak bytes, peak RSS. --blas-core NAME only labels the row (bench/hf_scale.sh
+--                sets OPENBLAS_CORETYPE=NAME for it).
 --   forward_full the same through mllm's own forward (logits for all 640 positions).
 --   table        --results FILE: prints the table of the RESULT lines in FILE.
 -- Each part prints one line `RESULT {json}`.
@@ -159,7 +161,8 @@ local function gen_qwen()
   emit({params = count_params(params), tensors = #params, build_s = round(t1 - t0),
     save_s = round(t2 - t1), save_sharded_s = round(t3 - t2),
     file_mb = round(file_size(hf.join(dir1, "model.safetensors")) / 2 ^ 20, 1),
-    shard_mb = {round(file_size(hf.join(dir2, files[1])) / 2 ^ 20, 1), round(file_size(hf.join(dir2, files[2])) / 2 ^ 20, 1)},
+    shard_mb = {round(file_size(hf.join(dir2, files[1])) / 2 ^ 20, 1),
+      round(file_size(hf.join(dir2, files[2])) / 2 ^ 20, 1)},
     peak_rss_mb = round(mm.VmHWM or 0, 1)})
 end
 
@@ -264,7 +267,8 @@ local function load_part(sub, kind)
   end
   ck:close()
   local m3 = mem()
-  emit({dir = sub, cold = cold, no_init = opts.no_init and true or false, params = count_params(params), loaded = res.loaded, files = nfiles,
+  emit({dir = sub, cold = cold, no_init = opts.no_init and true or false, params = count_params(params),
+    loaded = res.loaded, files = nfiles,
     file_mb = round(files_mb(dir), 1), f32_mb = round(count_params(params) * 4 / 2 ^ 20, 1),
     build_s = round(t1 - t0), open_s = round(t2 - t1), load_s = round(t3 - t2), open_load_s = round(t3 - t1),
     start_rss_mb = round(m0.VmRSS or 0, 1), built_rss_mb = round(m1.VmRSS or 0, 1),
@@ -336,12 +340,14 @@ local function forward_part(full)
   local rt = {}
   for i, t in ipairs(times) do rt[i] = round(t) end
   local mm = mem()
-  emit({threads = THREADS, params = nparams, tokens = N + Lt, image_tokens = N, text_tokens = Lt,
+  emit({threads = THREADS, blas_core = opts.blas_core or os.getenv("OPENBLAS_CORETYPE"), params = nparams,
+    tokens = N + Lt, image_tokens = N, text_tokens = Lt,
     logits_shape = logits.shape, build_s = round(t1 - t0), graph_s = round(t2 - t1), compile_s = round(t3 - t2),
     first_run_s = round(first), runs_s = rt, median_s = round(median), nodes = plan:node_count(),
     peak_plan_mb = round(plan:peak_bytes() / 2 ^ 20, 1), naive_plan_mb = round(plan:naive_bytes() / 2 ^ 20, 1),
     f32_weights_mb = round(nparams * 4 / 2 ^ 20, 1), built_rss_mb = round(m1.VmRSS or 0, 1),
-    peak_rss_mb = round(m_runs.VmHWM or 0, 1), peak_rss_read_mb = round(mm.VmHWM or 0, 1), logits_finite = finite, logits_absmax = round(absmax, 4)})
+    peak_rss_mb = round(m_runs.VmHWM or 0, 1), peak_rss_read_mb = round(mm.VmHWM or 0, 1), logits_finite = finite,
+    logits_absmax = round(absmax, 4)})
 end
 
 ---------------------------------------------------------------------------------------------------- table
@@ -358,18 +364,18 @@ local function table_part()
   end
   local out = {}
   local function put(...) out[#out + 1] = string.format(...) end
-  put("%-34s %9s %9s %9s %9s %10s %10s", "measurement", "params M", "file MB", "build s", "load s", "peak RSS", "notes")
+  put("%-44s %9s %9s %9s %9s %10s  %s", "measurement", "params M", "file MB", "build s", "load s", "peak RSS", "notes")
   for _, r in ipairs(rows) do
     if r.part == "gen_qwen" or r.part == "gen_siglip" then
       local what = r.part == "gen_qwen" and "write Qwen2.5-0.5B bf16" or "write SigLIP2-B/16-224 bf16"
       local note = r.part == "gen_qwen" and string.format("save %.1fs, sharded %.1fs (%s + %s MB)", r.save_s,
         r.save_sharded_s, f(r.shard_mb[1]), f(r.shard_mb[2])) or string.format("save %.1fs", r.save_s)
-      put("%-34s %9.1f %9.1f %9.2f %9s %7.0f MB  %s", what, r.params / 1e6, r.file_mb, r.build_s, "-", r.peak_rss_mb,
+      put("%-44s %9.1f %9.1f %9.2f %9s %7.0f MB  %s", what, r.params / 1e6, r.file_mb, r.build_s, "-", r.peak_rss_mb,
         note)
     elseif r.part:match("^load_") then
       local name = ({qwen = "Qwen2.5-0.5B", qwen_sharded = "Qwen2.5-0.5B, 2 shards", siglip = "SigLIP2-B/16"})[r.dir]
       local how = (r.cold and "cold" or "warm") .. (r.no_init and ", no init" or "")
-      put("%-34s %9.1f %9.1f %9.2f %9.2f %7.0f MB  %s", "load " .. name .. " (" .. how .. ")",
+      put("%-44s %9.1f %9.1f %9.2f %9.2f %7.0f MB  %s", "load " .. name .. " (" .. how .. ")",
         r.params / 1e6, r.file_mb, r.build_s, r.open_load_s, r.peak_rss_mb,
         string.format("open %.3fs; RSS %.0f built, %.0f loaded (%.0f file-mapped), %.0f closed; f32 vars %.0f MB",
           r.open_s, r.built_rss_mb, r.loaded_rss_mb, r.loaded_rss_file_mb, r.closed_rss_mb, r.f32_mb))
@@ -379,16 +385,17 @@ local function table_part()
   for _, r in ipairs(rows) do if r.part:match("^forward") then fw[#fw + 1] = r end end
   if #fw > 0 then
     put("")
-    put("%-34s %9s %9s %9s %9s %9s %10s %10s", "MLLM forward (CPU)", "compile s", "1st run s", "median s", "runs s",
+    put("%-44s %9s %9s %9s %14s %9s %10s %9s", "MLLM forward (CPU)", "compile s", "1st run s", "median s", "runs s",
       "plan MB", "peak RSS", "build s")
     for _, r in ipairs(fw) do
-      local name = string.format("%s, logits %s", r.part == "forward" and "So400m+0.5B" or "So400m+0.5B full",
-        table.concat(r.logits_shape, "x"))
+      local name = string.format("%s, logits %s%s", r.part == "forward" and "So400m+0.5B" or "So400m+0.5B full",
+        table.concat(r.logits_shape, "x"), r.blas_core and (", " .. r.blas_core) or "")
       local runs = {}
       for i, t in ipairs(r.runs_s) do runs[i] = string.format("%.1f", t) end
-      put("%-34s %9.2f %9.2f %9.2f %9s %9.0f %7.0f MB %9.2f", name, r.compile_s, r.first_run_s, r.median_s,
+      put("%-44s %9.2f %9.2f %9.2f %14s %9.0f %7.0f MB %9.2f", name, r.compile_s, r.first_run_s, r.median_s,
         table.concat(runs, "/"), r.peak_plan_mb, r.peak_rss_mb, r.build_s)
-      put("    %.1f M params (%.0f MB f32), %d tokens (%d image + %d text), threads %d, %d nodes, naive plan %.0f MB," ..
+      put("    %.1f M params (%.0f MB f32), %d tokens (%d image + %d text), threads %d, %d nodes, " ..
+        "naive plan %.0f MB," ..
         " RSS after build %.0f MB, peak RSS after reading the logits out %.0f MB, logits finite %s (max |x| %.3g)",
         r.params / 1e6, r.f32_weights_mb, r.tokens, r.image_tokens, r.text_tokens, r.threads, r.nodes, r.naive_plan_mb,
         r.built_rss_mb, r.peak_rss_read_mb, tostring(r.logits_finite), r.logits_absmax)

@@ -6,12 +6,15 @@
 # Writes a random Qwen2.5-0.5B (single file and 2 shards, ~950 MB each) and a SigLIP2-B/16 vision tower (~180 MB)
 # as bf16 safetensors into a temporary directory (deleted at the end unless --keep), times loading each into f32
 # vars (warm page cache; cold, after dropping the files' pages; warm without the random init of the vars), then
-# times one CPU forward of the SigLIP2-So400m/16-384 + Qwen2.5-0.5B MLLM over 576 image + 64 text tokens. Each measurement runs in its own
-# `pivot run bench/hf_scale.lua --part X` process so that its peak RSS is its own. Needs ~6 GB of free memory and
-# ~2 GB of disk.
+# times one CPU forward of the SigLIP2-So400m/16-384 + Qwen2.5-0.5B MLLM over 576 image + 64 text tokens. Each
+# measurement runs in its own `pivot run bench/hf_scale.lua --part X` process so that its peak RSS is its own.
+# Needs ~6 GB of free memory, ~2 GB of disk and ~15 minutes on 2 busy cores.
+#
+# The forward is run again with OPENBLAS_CORETYPE=SkylakeX (AVX-512) or Haswell (AVX2) when the CPU has them and
+# OPENBLAS_CORETYPE is unset (an OpenBLAS older than the CPU otherwise uses its generic kernels; pivot devices says).
 #
 # Environment: PIVOT_BUILD_DIR (default build-scale), HF_SCALE_TMP (parent of the temporary directory, default
-# ${TMPDIR:-/tmp}), THREADS (default 2), RUNS (timed forward runs, default 3).
+# ${TMPDIR:-/tmp}), THREADS (default 2), RUNS (timed forward runs, default 3), OPENBLAS_CORETYPE.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -24,7 +27,7 @@ for a in "$@"; do
     --no-forward) forward=0 ;;
     --no-cold) cold=0 ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "hf_scale.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -66,10 +69,17 @@ if [ "$forward" = 1 ]; then
   rm -rf "$TMP/qwen" "$TMP/qwen_sharded" "$TMP/siglip"
   part forward --runs "$RUNS"
   part forward_full --runs "$RUNS"
+  # OpenBLAS builds older than the CPU fall back to generic (Prescott) GEMM kernels: a row with the right ones
+  if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+    core=""
+    if grep -qw avx512f /proc/cpuinfo; then core=SkylakeX; elif grep -qw avx2 /proc/cpuinfo; then core=Haswell; fi
+    if [ -n "$core" ]; then OPENBLAS_CORETYPE=$core part forward --runs "$RUNS" --blas-core "$core"; fi
+  fi
 fi
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo
+"$PIVOT" devices 2>/dev/null | grep '^cpu' || true
 echo "pivot $("$PIVOT" version 2>/dev/null | head -1), $(nproc) CPUs, threads $THREADS," \
   "$(awk '/MemTotal/ {printf "%.0f GB RAM", $2 / 1048576}' /proc/meminfo);" \
   "load average at start $load_start, at end $load_end"
