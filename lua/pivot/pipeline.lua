@@ -14,7 +14,8 @@
 --   2  from the stage-1 weights, SFT (chosen answers) and DPO (sigmoid, beta 0.1, reference = a frozen copy of the
 --      stage-1 model) on the same preference pairs, the same batches and the same number of steps
 --   3  three encoders, detached: base (after stage 1), SFT, DPO: linear probe top-1 per attribute on a held-out
---      split (pivot.eval.probe), segmentation probe macro recall and mIoU (pivot.eval.seg), VQA accuracy by
+--      split (pivot.eval.probe), segmentation probe macro recall and mIoU (pivot.eval.seg; colour classes in the
+--      main table, shape classes too), VQA accuracy by
 --      question type of the MLLM each encoder came with (pivot.eval.vqa); gradient maps of the SFT and the DPO loss
 --      on the same samples, at the stage-1 weights (the signal each method sends first) and at the trained weights
 --      (pivot.eval.gradmap), with their focus (share of the map on the patches of the objects the question is
@@ -24,6 +25,9 @@
 --      projector + LLM, on new images; its VQA accuracy by type
 -- Evaluation images come from a fixed world stream (EVAL_SEED) shared by every seed; training images from the seed's
 -- own stream, in disjoint index ranges (SPLITS).
+--
+-- Real checkpoints (main with opts.eval_encoders): eval_checkpoints probes the encoders of trained checkpoints on
+-- ImageNet-style class folders and ADE20K-style images + PNG masks (docs/STUDY.md).
 --
 -- Several seeds (main): the seeds run as child processes (`pivot run SCRIPT --child-seed K ...`, `jobs` at a time,
 -- one thread each, since these small models do not gain from a second thread but two processes use both cores);
@@ -79,13 +83,13 @@ M.PRESETS.default = {
 M.PRESETS.quick = {
   seeds = 1,
   stage0 = {steps = 20},
-  stage1 = {images = 400, steps_1a = 10, steps_1b = 60},
+  stage1 = {images = 300, steps_1a = 8, steps_1b = 50},
   post = {images = 40, steps = 16},
   probe = {train = 300, test = 200, steps = 150},
   seg = {train = 120, test = 80, steps = 150},
-  vqa = {images = 16},
+  vqa = {images = 12},
   gradmap = {images = 8, panels = 2},
-  transfer = {images = 200, steps_1a = 8, steps_1b = 24},
+  transfer = {images = 150, steps_1a = 6, steps_1b = 16},
 }
 
 -- command-line overrides: option name -> config path (dots)
@@ -136,15 +140,20 @@ end
 
 local function num(x) return x ~= nil and tonumber(x) or nil end
 
--- pipeline.config(opts [, base]) -> cfg: the default preset, the quick preset over it with opts.quick, the table
--- `base` over that (recipes pass their own changes), then the command-line overrides (M.OVERRIDES), seeds,
--- jobs, threads, backend, out.
+-- pipeline.config(opts [, base]) -> cfg: the default preset, the table `base` over it (a recipe's own changes),
+-- with opts.quick the quick preset and then base.quick over that, then the command-line overrides (M.OVERRIDES),
+-- seeds, jobs, threads, backend, out.
 function M.config(opts, base)
   opts = opts or {}
   local cfg = deep_copy(M.PRESETS.default)
-  if opts.quick then merge(cfg, M.PRESETS.quick) end
-  merge(cfg, base)
-  if opts.quick and base and base.quick then merge(cfg, base.quick) end
+  local b = deep_copy(base or {})
+  local bq = b.quick
+  b.quick = nil
+  merge(cfg, b)
+  if opts.quick then
+    merge(cfg, M.PRESETS.quick)
+    merge(cfg, bq)
+  end
   cfg.quick = opts.quick and true or false
   for opt, path in pairs(M.OVERRIDES) do
     local v = opts[opt]
@@ -643,7 +652,8 @@ local function collect(results, enc, name)
 end
 M.collect = collect
 
--- a verdict on "a > b" from per-seed lists (paired by seed): holds / does not hold / within noise
+-- a verdict on "a > b" from per-seed lists (paired by seed): holds / does not hold / within noise (the difference
+-- of the means against the larger std over seeds); with one seed there is no noise estimate: undetermined
 function M.verdict(a, b)
   local ma, sa, na = stats(a)
   local mb, sb, nb = stats(b)
@@ -653,7 +663,8 @@ function M.verdict(a, b)
   local wins, n = 0, math.min(#a, #b)
   for i = 1, n do if a[i] > b[i] then wins = wins + 1 end end
   local v
-  if math.abs(diff) <= noise then v = "within noise"
+  if na < 2 or nb < 2 then v = diff > 0 and "undetermined (one seed; higher)" or "undetermined (one seed; not higher)"
+  elseif math.abs(diff) <= noise then v = "within noise"
   elseif diff > 0 then v = "holds"
   else v = "does not hold" end
   return v, {diff = diff, noise = noise, mean_a = ma, mean_b = mb, wins = wins, n = n, single = na < 2 or nb < 2}
@@ -1008,6 +1019,12 @@ end
 function M.main(opts, ctxinfo, base)
   opts = opts or {}
   io.stdout:setvbuf("line")
+  if opts.eval_encoders then
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.encoders, o.out = opts.eval_encoders, opts.out or "runs/pivot_eval"
+    return M.eval_checkpoints(o)
+  end
   local cfg = M.config(opts, base)
   if opts.child_seed then
     cfg.child = true
@@ -1045,6 +1062,110 @@ function M.main(opts, ctxinfo, base)
   return sum
 end
 
+---------------------------------------------------------------------------------------------------- real checkpoints
+-- pipeline.eval_checkpoints(opts) -> {rows, header, report}: detaches the vision encoders of trained checkpoints
+-- (e.g. the outputs of recipes/sft.lua and recipes/dpo.lua on real data, and their starting point) and measures them
+-- on real data:
+--   opts.encoders = "base=DIR,sft=DIR,dpo=DIR": pivot checkpoints (study.save_checkpoint: runs/x/final) or folders
+--     with vision/ (a SigLIP HF checkpoint) and llm/ (study.load_model)
+--   opts.probe_train, opts.probe_test: ImageNet-style class folders (root/<class>/<image>); --limit-per-class N
+--   opts.seg_images: a folder of images (ADE20K: images/validation), masks found by data.mask_for (ADE20K layout
+--     .../images/<split>/X.jpg -> .../annotations/<split>/X.png) or in opts.seg_masks; opts.seg_classes (ADE20K:
+--     151, class 0 = unlabelled, left out of the means); opts.seg_split (fraction of the images that train the
+--     probe, default 0.5); --seg-limit N
+--   opts.out (report folder), threads, backend, probe_steps, seg_steps, batch.
+function M.eval_checkpoints(opts)
+  local probe = require "pivot.eval.probe"
+  local seg = require "pivot.eval.seg"
+  local report = require "pivot.report"
+  local T0 = log.now()
+  local out = opts.out or "runs/pivot_eval"
+  data.mkdir(out)
+  local ctx = pv.context{threads = num(opts.threads), seed = 1}
+  local encs = {}
+  for name, dir in tostring(opts.encoders):gmatch("([^=,]+)=([^,]+)") do encs[#encs + 1] = {name = name, dir = dir} end
+  if #encs == 0 then pv.raise("eval: --eval-encoders needs name=DIR pairs, e.g. base=runs/s1,sft=runs/sft/final") end
+  local lim = num(opts.limit_per_class)
+  local ptr, pte
+  if opts.probe_train then
+    local classes
+    classes, ptr = data.image_folder(opts.probe_train, {limit_per_class = lim})
+    local all
+    _, all = data.image_folder(opts.probe_test or pv.raise("eval: --probe-test DIR is required"),
+      {limit_per_class = lim})
+    -- test labels by class name (a class missing from either split is fine; unknown test classes are skipped)
+    local index = {}
+    for i, c in ipairs(classes) do index[c] = i - 1 end
+    pte = {}
+    for _, it in ipairs(all) do
+      if index[it.class] then
+        it.label = index[it.class]
+        pte[#pte + 1] = it
+      end
+    end
+    for _, it in ipairs(ptr) do it.image = it.path end
+    for _, it in ipairs(pte) do it.image = it.path end
+    ptr.num_classes = #classes
+    print(string.format("linear probe: %d classes, %d train and %d test images", #classes, #ptr, #pte))
+  end
+  local seg_paths = {}
+  if opts.seg_images then
+    for _, n in ipairs(data.list_dir(opts.seg_images) or {}) do
+      if n:match("%.[jJpP][pPnN][eE]?[gG]$") then seg_paths[#seg_paths + 1] = opts.seg_images .. "/" .. n end
+    end
+    table.sort(seg_paths)
+    local sl = num(opts.seg_limit)
+    if sl then while #seg_paths > sl do table.remove(seg_paths) end end
+    print(string.format("segmentation probe: %d images from %s", #seg_paths, opts.seg_images))
+  end
+  local header = {"encoder", "probe top-1", "seg recall", "seg mIoU"}
+  local rows = {}
+  local raw = {}
+  for _, e in ipairs(encs) do
+    local t0 = log.now()
+    local model = study.load_model(ctx, e.dir, {prefix = "eval_" .. e.name})
+    local tower = model.vision
+    local row = {e.name}
+    if ptr then
+      local r = probe.linear(ctx, tower, ptr, pte, {steps = num(opts.probe_steps) or 300, batch = num(opts.batch),
+        num_classes = ptr.num_classes,
+        backend = opts.backend, threads = num(opts.threads)})
+      row[2] = r.top1
+      raw[#raw + 1] = json.encode({encoder = e.name, metric = "probe/top1", value = r.top1, dir = e.dir})
+    else row[2] = "-" end
+    if #seg_paths > 0 then
+      local S, P = probe.tower_geometry(tower)
+      local grid = math.floor(S / P + 0.5)
+      local C = num(opts.seg_classes) or 151
+      local items = {}
+      for i, path in ipairs(seg_paths) do
+        local mask = data.load_mask(ctx, data.mask_for(path, {mask_root = opts.seg_masks}), S)
+        local pl = data.patch_labels(mask, S, S / grid, C, {min_fraction = num(opts.seg_min_fraction)})
+        items[i] = {image = path, targets = pl.data, n_classes = C}
+      end
+      local ntr = math.max(1, math.floor(#items * (num(opts.seg_split) or 0.5)))
+      local tr, te = {}, {}
+      for i, it in ipairs(items) do if i <= ntr then tr[#tr + 1] = it else te[#te + 1] = it end end
+      local r = seg.linear(ctx, tower, tr, te, {num_classes = C, ignore = {[0] = true}, steps = num(opts.seg_steps),
+        batch = num(opts.batch), backend = opts.backend, threads = num(opts.threads)})
+      row[3], row[4] = r.recall, r.miou
+      raw[#raw + 1] = json.encode({encoder = e.name, metric = "seg/recall", value = r.recall, dir = e.dir})
+      raw[#raw + 1] = json.encode({encoder = e.name, metric = "seg/miou", value = r.miou, dir = e.dir})
+    else row[3], row[4] = "-", "-" end
+    rows[#rows + 1] = row
+    print(string.format("%s (%s): probe %s, seg recall %s, mIoU %s (%.1f s)", e.name, e.dir, report.cell(row[2]),
+      report.cell(row[3]), report.cell(row[4]), log.now() - t0))
+  end
+  ckpt.write_atomic(out .. "/metrics_raw.jsonl", table.concat(raw, "\n") .. "\n")
+  local path = report.write(out, {title = "Detached vision encoders on real data",
+    text = string.format("Linear probe: %s -> %s. Segmentation probe: %s (%d images). Wall time %.1f s.",
+      tostring(opts.probe_train), tostring(opts.probe_test), tostring(opts.seg_images), #seg_paths, log.now() - T0),
+    table = {header = header, rows = rows}, raw = out .. "/metrics_raw.jsonl"})
+  report.print_table(header, rows)
+  print("report: " .. path)
+  return {rows = rows, header = header, report = path}
+end
+
 ---------------------------------------------------------------------------------------------------- LLM scaling
 -- pipeline.scaling_main(opts, ctxinfo, base) -> summary: the pipeline (without the PIVOT transfer and the gradient
 -- maps, shorter stages) once per LLM-head width (opts.widths, default "64,128,256": study.mini_config llm_width
@@ -1079,7 +1200,7 @@ function M.scaling_main(opts, ctxinfo, base)
   local T0 = log.now()
   data.mkdir(cfg.out)
   print(string.format("LLM scaling: LLM widths %s, %d seed(s) each, %d run(s) at a time, out %s",
-    table.concat(widths, ", "), cfg.seeds, math.min(cfg.jobs, cfg.seeds * #widths), cfg.out))
+    table.concat(widths, ", "), cfg.seeds, num(opts.jobs) or math.min(cfg.seeds * #widths, 3), cfg.out))
   print(config_text(cfg))
   local jobs = {}
   for _, w in ipairs(widths) do
@@ -1092,8 +1213,9 @@ function M.scaling_main(opts, ctxinfo, base)
     end
   end
   local results
-  if ctxinfo and ctxinfo.exe and ctxinfo.script and cfg.jobs > 1 then
-    results = M.run_jobs(jobs, cfg.jobs, ctxinfo)
+  local njobs = num(opts.jobs) or math.min(#jobs, 3)
+  if ctxinfo and ctxinfo.exe and ctxinfo.script and njobs > 1 then
+    results = M.run_jobs(jobs, njobs, ctxinfo)
   else
     results = {}
     for i, job in ipairs(jobs) do

@@ -48,7 +48,7 @@ end)
 -- the markdown rows of the first table after "## Results"
 local function main_table(md)
   local rows, started, intable = {}, false, false
-  for line in md:gmatch("[^\n]*") do
+  for line in (md .. "\n"):gmatch("(.-)\n") do
     if line:match("^## Results") then started = true
     elseif started then
       if line:match("^|") then
