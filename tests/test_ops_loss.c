@@ -1,3 +1,4 @@
+/* Op tests of ops/xent.c (token log-probs, label mask) and ops/optim.c (AdamW, assign). */
 /* Loss and optimizer ops: token_logprob (+ its fused gradient), label_mask, adamw, assign. */
 #include "opcheck.h"
 #include "testutil.h"
