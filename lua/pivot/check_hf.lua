@@ -128,17 +128,21 @@ local function vision_grad_rows(rows, plan, g, tower, golden)
 end
 
 ---------------------------------------------------------------------------------------------------- SigLIP
-function M.check_siglip(dir, opts)
-  opts = opts or {}
-  local siglip = require "pivot.models.siglip"
+-- the fixture's tower (module pivot.models.<kind>) with its weights, the golden file and the layer count
+local function vision_fixture(dir, opts, kind)
   local ctx = context(opts)
   local cfg = hf.read_config(dir)
   local golden = open_golden(ctx, dir)
-  local L = hf.get(cfg, "num_hidden_layers", "number")
-  local tower = siglip.new(ctx, "vision", cfg, {})
+  local tower = require("pivot.models." .. kind).new(ctx, "vision", cfg, {})
   local ck = hf.open(ctx, dir)
   hf.load_vision_tower(ck, tower)
   ck:close()
+  return ctx, golden, tower, hf.get(cfg, "num_hidden_layers", "number")
+end
+
+function M.check_siglip(dir, opts)
+  opts = opts or {}
+  local ctx, golden, tower, L = vision_fixture(dir, opts, "siglip")
   local g = ctx:graph()
   local inputs = {}
   local pix = input_from(g, inputs, golden, "pixel_values", "f32")
@@ -179,15 +183,7 @@ end
 ---------------------------------------------------------------------------------------------------- SigLIP2 NaFlex
 function M.check_siglip2(dir, opts)
   opts = opts or {}
-  local siglip2 = require "pivot.models.siglip2"
-  local ctx = context(opts)
-  local cfg = hf.read_config(dir)
-  local golden = open_golden(ctx, dir)
-  local L = hf.get(cfg, "num_hidden_layers", "number")
-  local tower = siglip2.new(ctx, "vision", cfg, {})
-  local ck = hf.open(ctx, dir)
-  hf.load_vision_tower(ck, tower)
-  ck:close()
+  local ctx, golden, tower, L = vision_fixture(dir, opts, "siglip2")
   local shapes_flat, sshape = golden:read_table("spatial_shapes")
   local shapes = {}
   for b = 1, sshape[1] do shapes[b] = {shapes_flat[2 * b - 1], shapes_flat[2 * b]} end
