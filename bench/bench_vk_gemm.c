@@ -3,8 +3,9 @@
  * (pv_plan_set_profiling) when the device has them, else the wall clock of pv_plan_run; the wall clock of the
  * Vulkan run (submit and wait included) is shown too. CPU: the wall clock of pv_plan_run. Median over runs after one
  * warm-up run; the run count adapts to the speed of each side (at least 2, about 2 s per side and shape).
- * usage: bench_vk_gemm [--quick] [--tiles] [--threads N]
- *   --quick: skip 2048^3;  --tiles: also each forced tile variant (PIVOT_VK_GEMM_TILE=small|64|128);
+ * usage: bench_vk_gemm [--quick] [--big] [--tiles] [--threads N]
+ *   --quick: skip 2048^3;  --big: also 4096^3 and 8192^3, GPU-sized shapes checked against 512 sampled entries
+ *   computed in double on the host instead of a CPU plan (the cpu column shows "-");  --tiles: also each forced tile variant (PIVOT_VK_GEMM_TILE=small|64|128);
  *   --threads: CPU plan threads (default: the context's). PIVOT_DEVICE picks the Vulkan device;
  *   PIVOT_VK_GEMM_SPLITK=1 turns split K off (ops/matmul.c). Shapes: 256..2048 cubes, the transformer shapes
  *   4096x256x768 and 4096x768x256, and 256x4096x768 (a weight gradient: few output tiles, long K). */
@@ -33,7 +34,7 @@ static double median(double *v, int n) {
 
 typedef struct shape {
   int64_t M, K, N;
-  int big; /* skipped by --quick */
+  int big; /* 1: skipped by --quick; 2: only with --big, no CPU plan (sampled check) */
 } shape;
 
 /* ms of the matmul node in the plan's profile table (-1 if absent) */
@@ -142,25 +143,41 @@ static int bench_shape(const shape *s, const char *tile, int threads, int *cpu_d
   else unsetenv("PIVOT_VK_GEMM_TILE");
   result rv, rc;
   int err = bench_plan(ctx, g, a, b, y, "vulkan", 0, A, B, Yv, s, 1, &rv);
-  if (!err) /* timed once per shape; later rows only need its result */
+  if (!err && s->big < 2) /* timed once per shape; later rows only need its result */
     err = bench_plan(ctx, g, a, b, y, "cpu", threads, A, B, Yc, s, !*cpu_done, &rc);
-  if (!err && !*cpu_done) {
+  if (!err && !*cpu_done && s->big < 2) {
     *cpu_gf = flops / (rc.wall_ms * 1e-3) * 1e-9;
     *cpu_done = 1;
   }
   if (!err) {
     double num = 0, den = 0;
-    for (int64_t i = 0; i < M * N; i++) {
-      double d = (double)Yv[i] - (double)Yc[i];
-      num += d * d;
-      den += (double)Yc[i] * (double)Yc[i];
+    if (s->big < 2) {
+      for (int64_t i = 0; i < M * N; i++) {
+        double d = (double)Yv[i] - (double)Yc[i];
+        num += d * d;
+        den += (double)Yc[i] * (double)Yc[i];
+      }
+    } else { /* 512 sampled entries against a float64 dot product */
+      for (int t = 0; t < 512; t++) {
+        rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+        int64_t i = (int64_t)((rs >> 33) % (uint64_t)M), j = (int64_t)((rs >> 13) % (uint64_t)N);
+        double ref = 0;
+        for (int64_t k = 0; k < K; k++) ref += (double)A[i * K + k] * (double)B[k * N + j];
+        double d = (double)Yv[i * N + j] - ref;
+        num += d * d;
+        den += ref * ref;
+      }
     }
     char nm[64];
     snprintf(nm, sizeof nm, "%lld x %lld x %lld", (long long)M, (long long)K, (long long)N);
     double vt = rv.gpu_ms > 0 ? rv.gpu_ms : rv.wall_ms;
-    printf("%-20s %-6s %10.2f %10.2f %10.2f %8.3f %9.2g %5d\n", nm, tile ? tile : "auto", flops / (vt * 1e-3) * 1e-9,
-           flops / (rv.wall_ms * 1e-3) * 1e-9, *cpu_gf, flops / (vt * 1e-3) * 1e-9 / *cpu_gf,
-           sqrt(num / (den > 0 ? den : 1)), rv.runs);
+    if (s->big < 2)
+      printf("%-20s %-6s %10.2f %10.2f %10.2f %8.3f %9.2g %5d\n", nm, tile ? tile : "auto", flops / (vt * 1e-3) * 1e-9,
+             flops / (rv.wall_ms * 1e-3) * 1e-9, *cpu_gf, flops / (vt * 1e-3) * 1e-9 / *cpu_gf,
+             sqrt(num / (den > 0 ? den : 1)), rv.runs);
+    else
+      printf("%-20s %-6s %10.2f %10.2f %10s %8s %9.2g %5d\n", nm, tile ? tile : "auto", flops / (vt * 1e-3) * 1e-9,
+             flops / (rv.wall_ms * 1e-3) * 1e-9, "-", "-", sqrt(num / (den > 0 ? den : 1)), rv.runs);
     fflush(stdout);
   }
   free(A);
@@ -173,13 +190,14 @@ static int bench_shape(const shape *s, const char *tile, int threads, int *cpu_d
 }
 
 int main(int argc, char **argv) {
-  int quick = 0, tiles = 0, threads = 0;
+  int quick = 0, tiles = 0, threads = 0, big = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--quick")) quick = 1;
     else if (!strcmp(argv[i], "--tiles")) tiles = 1;
+    else if (!strcmp(argv[i], "--big")) big = 1;
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
     else {
-      fprintf(stderr, "usage: %s [--quick] [--tiles] [--threads N]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--quick] [--big] [--tiles] [--threads N]\n", argv[0]);
       return 2;
     }
   }
@@ -195,7 +213,8 @@ int main(int argc, char **argv) {
   pv_context_free(ctx);
   static const shape shapes[] = {{256, 256, 256, 0},   {512, 512, 512, 0},  {1024, 1024, 1024, 0},
                                  {2048, 2048, 2048, 1}, {4096, 256, 768, 0}, {4096, 768, 256, 0},
-                                 {256, 4096, 768, 0}}; /* the last: a weight gradient (split K on a GPU) */
+                                 {256, 4096, 768, 0},    /* a weight gradient (split K on a GPU) */
+                                 {4096, 4096, 4096, 2},  {8192, 8192, 8192, 2}};
   static const char *variants[] = {"small", "64", "128"};
   printf("bench_vk_gemm: matmul f32 A[M,K] x B[K,N], Vulkan plan vs CPU plan (OpenBLAS), GFLOPS (median)\n");
   printf("vulkan: %s\n", desc);
@@ -203,7 +222,7 @@ int main(int argc, char **argv) {
          "rel diff", "runs");
   for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
     const shape *s = &shapes[si];
-    if (quick && s->big) continue;
+    if ((quick && s->big == 1) || (!big && s->big == 2)) continue;
     int cpu_done = 0;
     double cpu_gf = 0;
     if (bench_shape(s, NULL, threads, &cpu_done, &cpu_gf)) return 1;

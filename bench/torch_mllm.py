@@ -1,7 +1,7 @@
 """bench/torch_mllm.py: the PyTorch baseline of the mini-MLLM training-step benchmark (bench/run.sh drives it).
 
     python bench/torch_mllm.py --step sft|dpo [--threads 2] [--warmup 2] [--steps 5] [--seed 1]
-                               [--optimizer foreach|fused|loop] [--attention sdpa|sdpa_gqa|math]
+                               [--optimizer foreach|fused|loop] [--attention sdpa|sdpa_gqa|math] [--device cpu|cuda]
 
 The same architecture as pivot's mini MLLM (bench/mini_mllm.lua), in plain PyTorch:
  * vision: SigLIP-style ViT: Conv2d patch embedding (stride = kernel = patch) + learned position embeddings,
@@ -38,6 +38,7 @@ def parse():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--optimizer", choices=["foreach", "fused", "loop"], default="foreach")
     ap.add_argument("--attention", choices=["sdpa", "sdpa_gqa", "math"], default="sdpa")
+    ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda): the GPU baseline of the Vulkan rows")
     ap.add_argument("--profile", action="store_true", help="then 3 steps under torch.profiler (top ops by self time)")
     return ap.parse_args()
 
@@ -50,6 +51,8 @@ import torch.nn.functional as F  # noqa: E402
 
 t_import = time.perf_counter()
 torch.set_num_threads(ARGS.threads)
+if ARGS.device != "cpu":  # models and the tensors made inside forward live there; the batch is made on the CPU
+    torch.set_default_device(ARGS.device)
 
 SHAPE = dict(batch=8, image=32, patch=4, text=32, loss_tokens=16, vocab=512, lr=1e-4, betas=(0.9, 0.999),
              eps=1e-8, weight_decay=0.01, max_grad_norm=1.0, beta=0.1)
@@ -220,14 +223,15 @@ def main():
         ref.eval()
     N = (SHAPE["image"] // SHAPE["patch"]) ** 2
     L = N + Lt
-    g = torch.Generator().manual_seed(ARGS.seed * 7919 + 17)
-    px = torch.rand(B, 3, SHAPE["image"], SHAPE["image"], generator=g) * 2 - 1
-    ids = torch.randint(0, V, (R, Lt), generator=g)
+    g = torch.Generator(device="cpu").manual_seed(ARGS.seed * 7919 + 17)
+    px = torch.rand(B, 3, SHAPE["image"], SHAPE["image"], generator=g, device="cpu") * 2 - 1
+    ids = torch.randint(0, V, (R, Lt), generator=g, device="cpu")
     prompt = Lt - SHAPE["loss_tokens"]
     if dpo:
         ids[B:, :prompt] = ids[:B, :prompt]  # same prompt, different responses
-    labels = torch.full((R, L), -100, dtype=torch.long)
+    labels = torch.full((R, L), -100, dtype=torch.long, device="cpu")
     labels[:, N + prompt:] = ids[:, prompt:]
+    px, ids, labels = px.to(ARGS.device), ids.to(ARGS.device), labels.to(ARGS.device)
     kw = {"foreach": ARGS.optimizer == "foreach", "fused": True} if ARGS.optimizer == "fused" else \
         {"foreach": ARGS.optimizer == "foreach"}
     opt = torch.optim.AdamW(policy.parameters(), lr=SHAPE["lr"], betas=SHAPE["betas"], eps=SHAPE["eps"],
@@ -272,7 +276,7 @@ def main():
     print("RESULT " + json.dumps({
         "step": ARGS.step, "backend": "torch", "torch": torch.__version__, "threads": torch.get_num_threads(),
         "env": env, "times": times, "losses": losses, "grad_norm": gn, "params": nparams,
-        "optimizer": ARGS.optimizer, "attention": ARGS.attention,
+        "optimizer": ARGS.optimizer, "attention": ARGS.attention, "device": ARGS.device,
         "import_s": t_import - t_start, "build_s": t_built - t_import,
         "rss_after_import_kb": IMPORT_RSS_KB, "profile_steps": 3 if prof else 0}), flush=True)
     if prof:
