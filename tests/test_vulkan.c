@@ -600,6 +600,32 @@ static void no_vulkan_case(void) {
   printf("ok   no-vulkan path (PIVOT_VK_LOADER=/nonexistent/libvulkan.so)\n");
 }
 
+/* Many contexts in sequence in one process, each opening a device and running a plan: the VkInstance is made once
+ * per process and shared (NVIDIA's driver failed vkCreateInstance after ~30 create/destroy cycles). */
+static void many_contexts_case(void) {
+  int ok = 0;
+  for (int i = 0; i < 40; i++) {
+    pv_context *ctx = pv_context_new();
+    pv_graph *g = pv_graph_new(ctx);
+    int64_t sh[1] = {5};
+    pv_tensor *x = pv_input(g, "x", PV_F32, 1, sh), *y = pv_scale(g, x, (double)(i + 1));
+    pv_mark_output(y);
+    pv_plan *p = NULL;
+    pv_plan_options ov = {"vulkan", 0, -1, 0};
+    float in[5] = {1, 2, 3, 4, 5}, out[5] = {0};
+    if (pv_plan_compile(g, &ov, &p) == PV_OK && pv_plan_write(p, x, PV_F32, in, 5) == PV_OK &&
+        pv_plan_run(p) == PV_OK && pv_plan_read(p, y, PV_F32, out, 5) == PV_OK && out[4] == 5.0f * (float)(i + 1))
+      ok++;
+    else
+      fprintf(stderr, "context %d: %s\n", i, pv_last_error(ctx));
+    pv_plan_free(p);
+    pv_graph_free(g);
+    pv_context_free(ctx);
+  }
+  CHECK(ok == 40, "40 contexts in sequence: %d ran", ok);
+  printf("ok   40 Vulkan contexts in sequence in one process\n");
+}
+
 int main(void) {
   setenv("PIVOT_VK_VALIDATION", "1", 1);
   pv_context *ctx = pv_context_new();
@@ -625,6 +651,7 @@ int main(void) {
   unsetenv("PIVOT_VK_NO_SUBGROUP");
   limit_cases();
   device_cases();
+  many_contexts_case();
   no_vulkan_case();
   if (pv__vk_validation_active && pv__vk_validation_active(NULL)) {
     int n = pv__vk_validation_errors(NULL);

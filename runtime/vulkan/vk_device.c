@@ -6,8 +6,12 @@
  * PIVOT_QUIET (no device summary on stderr), PIVOT_VK_NO_CACHE=1 (no on-disk pipeline cache), XDG_CACHE_HOME,
  * PIVOT_VK_NO_SUBGROUP=1 (use the shared-memory variants of shaders that have a NAME_sg subgroup variant).
  *
- * State is per context (ctx->vk): the availability check creates the instance with the loader named by the
- * environment at that time; while no device is open, a changed PIVOT_VK_LOADER makes the next check start over.
+ * State is per context (ctx->vk), except the loader library and the VkInstance: one instance per (loader, validation
+ * on/off) is created the first time a context needs it and kept for the life of the process, shared by later
+ * contexts (each opens its own device and, under validation, its own messenger). NVIDIA's driver breaks after
+ * repeated vkCreateInstance/vkDestroyInstance cycles in one process (measured on an H200, driver 580: the 31st
+ * context's vkCreateInstance failed with VK_ERROR_INCOMPATIBLE_DRIVER), so instances are never destroyed.
+ * While no device is open, a changed PIVOT_VK_LOADER makes the next availability check start over.
  * A context opens one device (its first Vulkan plan's); var device copies live in that device's memory and are
  * released with the context (pv_var_free leaves them until then). */
 #include "vk_priv.h"
@@ -92,6 +96,53 @@ static PFN_vkGetInstanceProcAddr open_loader(const char *path, char *err, size_t
   return g;
 }
 
+/* ------------------------------------------------------------ process-wide instances */
+typedef struct inst_ent {
+  char loader[512];
+  int want_val;   /* PIVOT_VK_VALIDATION was on when it was made */
+  int validation; /* the layer is on in this instance */
+  uint32_t api;   /* instance API version */
+  VkInstance inst;
+  pv_vk_fns f; /* global and instance-level functions */
+} inst_ent;
+static inst_ent g_insts[8];
+static int g_ninsts;
+
+/* fills s from a cached instance made with s->loader and want_val; 1 if found */
+static int inst_lookup(pv_vk_ctx *s, int want_val) {
+  int found = 0;
+  pthread_mutex_lock(&g_mu);
+  for (int i = 0; i < g_ninsts && !found; i++)
+    if (g_insts[i].want_val == want_val && !strcmp(g_insts[i].loader, s->loader)) {
+      s->f = g_insts[i].f;
+      s->inst = g_insts[i].inst;
+      s->validation = g_insts[i].validation;
+      s->inst_api = g_insts[i].api;
+      found = 1;
+    }
+  pthread_mutex_unlock(&g_mu);
+  return found;
+}
+
+/* keeps s's new instance for later contexts; 0 when the table is full (the context then owns it) */
+static int inst_keep(const pv_vk_ctx *s, int want_val) {
+  int kept = 0;
+  pthread_mutex_lock(&g_mu);
+  if (g_ninsts < (int)(sizeof g_insts / sizeof g_insts[0])) {
+    inst_ent *e = &g_insts[g_ninsts++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->loader, sizeof e->loader, "%s", s->loader);
+    e->want_val = want_val;
+    e->validation = s->validation;
+    e->api = s->inst_api;
+    e->inst = s->inst;
+    e->f = s->f;
+    kept = 1;
+  }
+  pthread_mutex_unlock(&g_mu);
+  return kept;
+}
+
 /* ------------------------------------------------------------ validation messenger */
 static VKAPI_ATTR VkBool32 VKAPI_CALL debug_cb(VkDebugUtilsMessageSeverityFlagBitsEXT sev,
                                                VkDebugUtilsMessageTypeFlagsEXT types,
@@ -129,9 +180,9 @@ static int has_ext(const VkExtensionProperties *e, uint32_t n, const char *name)
   return 0;
 }
 
-static void init_instance(pv_vk_ctx *s) {
+/* creates s->inst (and loads s->f) with s->loader; on failure s->inst stays NULL and s->why says why */
+static void create_instance(pv_vk_ctx *s) {
   char err[512];
-  s->ok = 0;
   s->f.vkGetInstanceProcAddr = open_loader(s->loader, err, sizeof err);
   if (!s->f.vkGetInstanceProcAddr) {
     snprintf(s->why, sizeof s->why, "%s", err);
@@ -206,7 +257,7 @@ static void init_instance(pv_vk_ctx *s) {
   mci.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT;
   mci.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT;
   mci.pfnUserCallback = debug_cb;
-  mci.pUserData = s;
+  mci.pUserData = NULL; /* the instance outlives this context: messages of its creation count process-wide */
   VkValidationFeatureEnableEXT vfe[1] = {VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT};
   VkValidationFeaturesEXT vf = {VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT, NULL, 1, vfe, 0, NULL};
   if (s->validation && sync_val) mci.pNext = &vf;
@@ -232,6 +283,8 @@ static void init_instance(pv_vk_ctx *s) {
 #define PV_VK_CHECK_I(n)                                                                                               \
   if (!s->f.n) {                                                                                                       \
     snprintf(s->why, sizeof s->why, "the Vulkan loader lacks %s", #n);                                                 \
+    if (s->f.vkDestroyInstance) s->f.vkDestroyInstance(s->inst, NULL);                                                 \
+    s->inst = VK_NULL_HANDLE;                                                                                          \
     return;                                                                                                            \
   }
   PV_VK_INSTANCE_FNS(PV_VK_CHECK_I)
@@ -241,7 +294,27 @@ static void init_instance(pv_vk_ctx *s) {
         (PFN_vkCreateDebugUtilsMessengerEXT)gipa(s->inst, "vkCreateDebugUtilsMessengerEXT");
     s->f.vkDestroyDebugUtilsMessengerEXT =
         (PFN_vkDestroyDebugUtilsMessengerEXT)gipa(s->inst, "vkDestroyDebugUtilsMessengerEXT");
-    mci.pNext = NULL;
+  }
+}
+
+static void init_instance(pv_vk_ctx *s) {
+  s->ok = 0;
+  int want_val = env_on("PIVOT_VK_VALIDATION");
+  if (!inst_lookup(s, want_val)) {
+    create_instance(s);
+    if (!s->inst) return;
+    s->own_inst = !inst_keep(s, want_val);
+  }
+  VkResult r;
+  if (s->validation) {
+    /* this context's messenger: it sees every message of the shared instance, so under validation a context's
+     * error count may include another live context's errors */
+    VkDebugUtilsMessengerCreateInfoEXT mci = {.sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
+    mci.messageSeverity =
+        VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT;
+    mci.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT;
+    mci.pfnUserCallback = debug_cb;
+    mci.pUserData = s;
     if (s->f.vkCreateDebugUtilsMessengerEXT) s->f.vkCreateDebugUtilsMessengerEXT(s->inst, &mci, NULL, &s->messenger);
     atomic_store(&g_val_active, 1);
   }
@@ -324,7 +397,7 @@ static void vk_ctx_free(pv_context *ctx) {
   free(s->pipes);
   if (s->messenger && s->f.vkDestroyDebugUtilsMessengerEXT)
     s->f.vkDestroyDebugUtilsMessengerEXT(s->inst, s->messenger, NULL);
-  if (s->inst) s->f.vkDestroyInstance(s->inst, NULL);
+  if (s->inst && s->own_inst) s->f.vkDestroyInstance(s->inst, NULL); /* shared ones live on (top of file) */
   free(s->pdevs);
   free(s);
   ctx->vk = NULL;

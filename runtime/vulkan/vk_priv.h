@@ -86,6 +86,7 @@ struct pv_vk_ctx {
   char why[600];    /* reason when !ok */
   pv_vk_fns f;
   VkInstance inst;
+  int own_inst; /* 1: destroyed with the context (not in the process-wide table) */
   uint32_t inst_api;
   int validation; /* validation layer active */
   VkDebugUtilsMessengerEXT messenger;
