@@ -7,6 +7,10 @@
 --                                [--llm small|medium|large] [--preset tiny] [--backend cpu] [--threads 2] [--resume]
 --                                [--stage0-steps N]   (first: contrastive pretraining of the vision tower, pivot.pretrain)
 --   real data: --data stage1.jsonl --image-root DIR (--tokenizer tokenizer.json | --model DIR)
+--   PIVOT transfer: --vision-from CKPT [--freeze-vision true|false]: the vision tower's weights from CKPT (a pivot
+--     checkpoint such as runs/dpo/final, a folder with a HF vision/ subfolder, or a HF SiglipVisionModel folder),
+--     the LLM and projector from --model (or fresh); the tower stays frozen in 1a and 1b (--freeze-vision, the
+--     default with --vision-from), so stage 1 trains the projector, then projector + LLM (pivot.study.load_vision).
 --
 -- Writes OUT/model.safetensors, OUT/config.json, OUT/tokenizer.json, OUT/metrics.jsonl (1a and 1b lines, with a
 -- "stage" field) and each sub-stage's trainer folder (OUT/stage1a, OUT/stage1b: metrics and resumable checkpoints).

@@ -1073,7 +1073,18 @@ end
 --     .../images/<split>/X.jpg -> .../annotations/<split>/X.png) or in opts.seg_masks; opts.seg_classes (ADE20K:
 --     151, class 0 = unlabelled, left out of the means); opts.seg_split (fraction of the images that train the
 --     probe, default 0.5); --seg-limit N
---   opts.out (report folder), threads, backend, probe_steps, seg_steps, batch.
+--   opts.gradmap_data: a JSONL of gradient-map items (pivot.eval.gradmap.read_jsonl: image, question or prompt,
+--     answer or chosen, rejected, optional bbox in pixels of the original image or mask PNG), images relative to
+--     opts.gradmap_image_root (default: the JSONL's folder); opts.gradmap_limit N (the first N items),
+--     opts.gradmap_panels N (panels written, default 16). As run_seed on the world: at the base checkpoint's
+--     weights the SFT and the DPO loss (policy = reference, the first DPO step) on the same items ("start"); at
+--     the sft checkpoint the SFT loss, at the dpo checkpoint the DPO loss against the base checkpoint's log-probs
+--     ("end"; policy = reference when there is no base). Encoders must be named base, sft and dpo for this (other
+--     names are probed only). Focus: the share of the map's L1 mass inside the region, each patch weighted by
+--     the fraction of it the bbox or mask covers (gradmap.region_weights); uniform: that share for a flat map.
+--     Writes OUT/panels/gradmap_NN.png (image | SFT start | DPO start | SFT end | DPO end, region outlined),
+--     the focus means in the table, a gradient-focus table, and per-item lines in metrics_raw.jsonl.
+--   opts.out (report folder), threads, backend, probe_steps, seg_steps, batch, beta (DPO maps, 0.1), tokenizer.
 function M.eval_checkpoints(opts)
   local probe = require "pivot.eval.probe"
   local seg = require "pivot.eval.seg"
@@ -1083,7 +1094,9 @@ function M.eval_checkpoints(opts)
   data.mkdir(out)
   local ctx = pv.context{threads = num(opts.threads), seed = 1}
   local encs = {}
-  for name, dir in tostring(opts.encoders):gmatch("([^=,]+)=([^,]+)") do encs[#encs + 1] = {name = name, dir = dir} end
+  for name, dir in tostring(opts.encoders):gmatch("([^=,]+)=([^,]+)") do
+    encs[#encs + 1] = {name = name, dir = dir, order = #encs + 1}
+  end
   if #encs == 0 then pv.raise("eval: --eval-encoders needs name=DIR pairs, e.g. base=runs/s1,sft=runs/sft/final") end
   local lim = num(opts.limit_per_class)
   local ptr, pte
@@ -1118,12 +1131,57 @@ function M.eval_checkpoints(opts)
     if sl then while #seg_paths > sl do table.remove(seg_paths) end end
     print(string.format("segmentation probe: %d images from %s", #seg_paths, opts.seg_images))
   end
+  -- gradient maps (opts.gradmap_data): items read and checked before any model is loaded
+  local gradmap, gm_items
+  local GM = {maps = {}, ref = {}, S = nil} -- maps[tag][i] (tags sft_start, dpo_start, sft_end, dpo_end)
+  if opts.gradmap_data then
+    gradmap = require "pivot.eval.gradmap"
+    gm_items = gradmap.read_jsonl(ctx, opts.gradmap_data, {image_root = opts.gradmap_image_root,
+      limit = num(opts.gradmap_limit)})
+    if #gm_items == 0 then pv.raise("eval: " .. tostring(opts.gradmap_data) .. " has no gradient-map items") end
+    local nreg = 0
+    for _, it in ipairs(gm_items) do if it.bbox or it.mask then nreg = nreg + 1 end end
+    print(string.format("gradient maps: %d items from %s (%d with a bbox or mask)", #gm_items, opts.gradmap_data, nreg))
+    -- base first: its log-probs are the DPO maps' reference
+    table.sort(encs, function(a, b)
+      if (a.name == "base") ~= (b.name == "base") then return a.name == "base" end
+      return a.order < b.order
+    end)
+  end
+  local function gradmaps_of(e, model, cfg, tokpath)
+    if not (gm_items and (e.name == "base" or e.name == "sft" or e.name == "dpo")) then return end
+    tokpath = opts.tokenizer or tokpath
+    if not tokpath then pv.raise("eval: " .. e.dir .. " has no tokenizer.json for the gradient maps; pass --tokenizer") end
+    local tok = ctx:tokenizer(tokpath)
+    local go = {image_mode = cfg and cfg.image_mode, system = cfg and cfg.system, beta = num(opts.beta) or 0.1,
+      pad_id = tok:token_to_id("<|endoftext|>") or 0, backend = opts.backend, threads = num(opts.threads)}
+    local jobs = e.name == "base" and {"sft_start", "dpo_start"} or {e.name .. "_end"}
+    GM.S = GM.S or probe.tower_geometry(model.vision)
+    local t0 = log.now()
+    for _, tag in ipairs(jobs) do
+      local kind = tag:match("^(%a+)_")
+      GM.maps[tag] = {}
+      for i, it in ipairs(gm_items) do
+        local o = {loss = kind}
+        for k, v in pairs(go) do o[k] = v end
+        if tag == "dpo_end" and GM.ref[i] then o.ref_logps = GM.ref[i] end
+        local ok, r = pcall(gradmap.compute, ctx, model, tok, it, o)
+        if not ok then error(string.format("%s:%d: %s", it.source, it.line, tostring(r)), 0) end
+        GM.maps[tag][i] = r
+        if tag == "dpo_start" then GM.ref[i] = {r.logps.chosen, r.logps.rejected} end
+      end
+    end
+    gradmap.release(model)
+    print(string.format("%s: gradient maps (%s) of %d items (%.1f s)", e.name, table.concat(jobs, ", "), #gm_items,
+      log.now() - t0))
+  end
   local header = {"encoder", "probe top-1", "seg recall", "seg mIoU"}
+  if gm_items then header[5] = "grad focus" end
   local rows = {}
   local raw = {}
   for _, e in ipairs(encs) do
     local t0 = log.now()
-    local model = study.load_model(ctx, e.dir, {prefix = "eval_" .. e.name})
+    local model, mcfg, tokpath = study.load_model(ctx, e.dir, {prefix = "eval_" .. e.name})
     local tower = model.vision
     local row = {e.name}
     if ptr then
@@ -1152,18 +1210,115 @@ function M.eval_checkpoints(opts)
       raw[#raw + 1] = json.encode({encoder = e.name, metric = "seg/recall", value = r.recall, dir = e.dir})
       raw[#raw + 1] = json.encode({encoder = e.name, metric = "seg/miou", value = r.miou, dir = e.dir})
     else row[3], row[4] = "-", "-" end
+    gradmaps_of(e, model, mcfg, tokpath)
     rows[#rows + 1] = row
     print(string.format("%s (%s): probe %s, seg recall %s, mIoU %s (%.1f s)", e.name, e.dir, report.cell(row[2]),
       report.cell(row[3]), report.cell(row[4]), log.now() - t0))
   end
+  -- gradient focus: means over the items with a region, per-item raw lines, panels
+  local tables, panels, focus = {}, {}, {}
+  if gm_items then
+    local function mean_focus(tag)
+      local list = GM.maps[tag]
+      if not list then return nil end
+      local fs = {}
+      for _, r in ipairs(list) do if r.focus then fs[#fs + 1] = r.focus end end
+      return mean_of(fs), #fs
+    end
+    local us = {}
+    for _, it in ipairs(gm_items) do
+      local w = it._weights and select(2, next(it._weights))
+      if w then
+        local s = 0
+        for p = 1, #w do s = s + w[p] end
+        us[#us + 1] = s / #w
+      end
+    end
+    focus.uniform = mean_of(us)
+    local enc_of = {sft_start = "sft", dpo_start = "dpo", sft_end = "sft", dpo_end = "dpo"}
+    for _, tag in ipairs {"sft_start", "dpo_start", "sft_end", "dpo_end"} do
+      local m, n = mean_focus(tag)
+      focus[tag] = m
+      if m then
+        raw[#raw + 1] = json.encode({encoder = enc_of[tag], metric = tag:gsub("^%a+_", "focus/"), value = m, n = n,
+          data = opts.gradmap_data})
+      end
+      for i, r in ipairs(GM.maps[tag] or {}) do
+        raw[#raw + 1] = json.encode({encoder = enc_of[tag], metric = "gradmap/" .. tag, item = gm_items[i].id,
+          line = gm_items[i].line, focus = r.focus, uniform = r.uniform, loss = r.loss})
+      end
+    end
+    if focus.uniform then raw[#raw + 1] = json.encode({encoder = "base", metric = "focus/uniform", value = focus.uniform}) end
+    for _, row in ipairs(rows) do
+      row[5] = (row[1] == "sft" and focus.sft_end) or (row[1] == "dpo" and focus.dpo_end) or "-"
+    end
+    local cell = function(v) return v == nil and "-" or v end
+    local ngm = select(2, mean_focus("sft_start")) or select(2, mean_focus("sft_end")) or select(2, mean_focus("dpo_end")) or 0
+    tables[1] = {title = "Gradient focus on the asked-about region", header = {"", "at base weights",
+      "at trained weights"}, rows = {
+        {"SFT loss", cell(focus.sft_start), cell(focus.sft_end)},
+        {"DPO loss", cell(focus.dpo_start), cell(focus.dpo_end)},
+        {"uniform map (chance)", cell(focus.uniform), ""}},
+      fmt = "%.4f", note = string.format("Share of the gradient map's L1 mass (d loss / d projector output, per image " ..
+        "token) inside the bbox or mask, each patch weighted by the fraction of it the region covers; mean over " ..
+        "%d item(s) of %s with a region. At base weights: both losses at the base checkpoint (DPO with policy = " ..
+        "reference); at trained weights: the SFT loss at the sft checkpoint, the DPO loss at the dpo checkpoint " ..
+        "(reference: the base checkpoint's log-probs).", ngm, tostring(opts.gradmap_data))}
+    -- panels: image | SFT start | DPO start | SFT end | DPO end
+    local np = num(opts.gradmap_panels) or 16
+    if np > 0 and GM.S then
+      data.mkdir(out .. "/panels")
+      local tags, titles = {}, {}
+      local TITLE = {sft_start = "SFT at base", dpo_start = "DPO at base", sft_end = "SFT at sft", dpo_end = "DPO at dpo"}
+      for _, tag in ipairs {"sft_start", "dpo_start", "sft_end", "dpo_end"} do
+        if GM.maps[tag] then
+          tags[#tags + 1] = tag
+          titles[#titles + 1] = TITLE[tag]
+        end
+      end
+      for i = 1, math.min(np, #gm_items) do
+        local it = gm_items[i]
+        local maps, outline, fparts = {}, nil, {}
+        for k, tag in ipairs(tags) do
+          local r = GM.maps[tag][i]
+          maps[k] = r
+          outline = outline or r.object_patches
+          if r.focus then fparts[#fparts + 1] = string.format("%s %.2f", titles[k], r.focus) end
+        end
+        local path = string.format("%s/panels/gradmap_%02d.png", out, i)
+        local caption = string.format("%s  chosen: %s  rejected: %s%s", it.question, it.answer, it.rejected or "-",
+          #fparts > 0 and ("  (focus " .. table.concat(fparts, ", ") .. ")") or "")
+        gradmap.panel(path, gradmap.load_rgb(ctx, it.image, GM.S), GM.S, maps, titles, {outline = outline, ctx = ctx,
+          caption = caption})
+        panels[#panels + 1] = {path = path, caption = string.format("%s (%s:%d): %s%s", it.id, it.source, it.line,
+          it.question, outline and "; white outline: the patches the region covers" or "")}
+      end
+    end
+  end
   ckpt.write_atomic(out .. "/metrics_raw.jsonl", table.concat(raw, "\n") .. "\n")
+  local parts = {}
+  if ptr then parts[#parts + 1] = string.format("Linear probe: %s -> %s.", tostring(opts.probe_train),
+    tostring(opts.probe_test)) end
+  if #seg_paths > 0 then parts[#parts + 1] = string.format("Segmentation probe: %s (%d images).",
+    tostring(opts.seg_images), #seg_paths) end
+  local text = table.concat(parts, " ")
+  if gm_items then
+    text = text .. string.format("%sGradient maps: %d items from %s.", text ~= "" and " " or "", #gm_items,
+      tostring(opts.gradmap_data))
+  end
   local path = report.write(out, {title = "Detached vision encoders on real data",
-    text = string.format("Linear probe: %s -> %s. Segmentation probe: %s (%d images). Wall time %.1f s.",
-      tostring(opts.probe_train), tostring(opts.probe_test), tostring(opts.seg_images), #seg_paths, log.now() - T0),
-    table = {header = header, rows = rows}, raw = out .. "/metrics_raw.jsonl"})
+    text = text .. string.format(" Wall time %.1f s.", log.now() - T0),
+    table = {header = header, rows = rows, note = gm_items and ("grad focus: the arm's own loss at its trained " ..
+      "weights (SFT loss at sft, DPO loss at dpo); see the gradient focus table.") or nil},
+    tables = tables, panels = panels, raw = out .. "/metrics_raw.jsonl"})
   report.print_table(header, rows)
+  for _, t in ipairs(tables) do
+    print(t.title)
+    report.print_table(t.header, t.rows, t.fmt)
+  end
   print("report: " .. path)
-  return {rows = rows, header = header, report = path}
+  return {rows = rows, header = header, report = path, focus = focus, panels = panels, tables = tables,
+    gradmaps = GM.maps, items = gm_items}
 end
 
 ---------------------------------------------------------------------------------------------------- LLM scaling

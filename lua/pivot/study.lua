@@ -626,6 +626,68 @@ function M.load_model(ctx, path, opts)
   pv.raise("load_model: '" .. path .. "' has neither a config.json with vision/llm nor vision/ and llm/ folders")
 end
 
+-- study.load_vision(ctx, model, path) -> {path, kind, loaded}: replaces model.vision's weights by a donor tower's
+-- (the PIVOT transfer). path is a pivot checkpoint (config.json with vision/llm tables + model.safetensors: the
+-- vision.* tensors; e.g. runs/dpo/final), a folder with a Hugging Face vision/ subfolder (study.load_model's layout),
+-- or a Hugging Face SiglipVisionModel / SiglipModel folder or .safetensors file (hf.save_vision_tower's output).
+-- The donor's vision config must match the model's (image_size, patch_size, hidden_size, layers, ...); a mismatch
+-- raises naming both values, and nothing is loaded.
+function M.load_vision(ctx, model, path)
+  local hf = require "pivot.hf"
+  local tower = model.vision
+  local mine = tower.cfg or {}
+  local cfg, src, kind = nil, path, nil
+  local pc = read_json(path .. "/config.json")
+  if pc and type(pc.vision) == "table" and type(pc.llm) == "table" then
+    cfg, kind = pc.vision, "pivot"
+  elseif data.is_dir(path .. "/vision") then
+    src, kind = path .. "/vision", "hf"
+    cfg = hf.read_config(src)
+  elseif data.is_dir(path) then
+    kind = "hf"
+    cfg = hf.read_config(path)
+  elseif file_exists(path) then
+    kind = "hf"
+    cfg = read_json(data.dirname(path) .. "/config.json")
+  else
+    pv.raise("vision-from: '" .. path .. "' is neither a checkpoint folder nor a .safetensors file")
+  end
+  if type(cfg) == "table" and type(cfg.vision_config) == "table" then cfg = cfg.vision_config end
+  if type(cfg) == "table" then
+    for _, k in ipairs {"image_size", "patch_size", "hidden_size", "intermediate_size", "num_attention_heads",
+      "num_channels"} do
+      local a, b = tonumber(cfg[k]), tonumber(mine[k])
+      if a and b and a ~= b then
+        pv.raise(string.format("vision-from: %s has vision %s = %d, the model %d (the towers must have the same " ..
+          "shape)", path, k, a, b))
+      end
+    end
+    -- layers: the donor needs every layer the model uses (an export may hold only those: hf.save_vision_tower)
+    local a, b = tonumber(cfg.num_hidden_layers), tonumber(mine.num_hidden_layers)
+    local need = tower.num_layers or b
+    if a and b and (a < need or a > b) then
+      pv.raise(string.format("vision-from: %s has vision num_hidden_layers = %d, the model %d (uses %d)", path, a, b,
+        need))
+    end
+  end
+  local ck = hf.open(ctx, src)
+  local res
+  if kind == "pivot" then
+    local ignore = {}
+    for _, p in ipairs(tower.dropped or {}) do ignore[#ignore + 1] = "^vision%." .. p end
+    local pre = tower.prefix and tower.prefix ~= "" and (tower.prefix .. ".") or ""
+    res = hf.load_params(ck, tower:parameters(), {ignore = ignore, map = function(n)
+      local rest = n:match("^vision%.(.*)$")
+      if not rest then return false end
+      return pre .. rest
+    end})
+  else
+    res = hf.load_vision_tower(ck, tower)
+  end
+  ck:close()
+  return {path = path, kind = kind, loaded = res.loaded}
+end
+
 -- A frozen copy of model's current weights under prefix (default "ref"): the DPO reference.
 function M.frozen_copy(ctx, model, prefix)
   local ref = M.model(ctx, model.cfg, {prefix = prefix or "ref"})
@@ -865,7 +927,10 @@ local function num(x) return x ~= nil and tonumber(x) or nil end
 -- study.run_stage1(opts, out) -> stage1 result (r.dir = out). World data by default; real data with
 -- data (SFT- or DPO-format JSONL; DPO lines give their chosen answers) + image_root + tokenizer or model.
 -- opts: seed, threads, backend, resume, preset, llm, image_size, images, steps_1a, steps_1b (or steps),
--- batch_size, lr_1a, lr_1b, vision_lr_mult, model (initial weights: pivot or HF checkpoint), data_1a, limit.
+-- batch_size, lr_1a, lr_1b, vision_lr_mult, model (initial weights: pivot or HF checkpoint), data_1a, limit,
+-- vision_from (the PIVOT transfer: the vision tower's weights from this checkpoint, study.load_vision, while the
+-- LLM and projector come from model (or are fresh)), freeze_vision (default true with vision_from: the tower stays
+-- frozen in 1a and 1b, so only the projector and then projector + LLM train; "false" trains it in 1b as usual).
 function M.run_stage1(opts, out)
   local seed = num(opts.seed) or 1
   local ctx = pv.context{threads = num(opts.threads), seed = seed}
@@ -881,12 +946,31 @@ function M.run_stage1(opts, out)
   end
   model = model or M.model(ctx, M.mini_config{vocab_size = env.vocab_size, preset = opts.preset, llm = opts.llm,
     image_size = num(opts.image_size)})
+  local freeze = opts.freeze_vision
+  if freeze == nil then freeze = opts.vision_from ~= nil end
+  if freeze == "false" or freeze == "0" or freeze == 0 or freeze == "no" then freeze = false end
+  freeze = freeze and true or false
+  local extra
+  if opts.vision_from then
+    local r = M.load_vision(ctx, model, tostring(opts.vision_from))
+    print(string.format("stage1: vision tower from %s (%s, %d tensors)%s", r.path, r.kind, r.loaded,
+      freeze and ", frozen" or ""))
+    extra = {vision_from = r.path}
+  end
+  if freeze then
+    if (num(opts.stage0_steps) or 0) > 0 then
+      pv.raise("stage1: --stage0-steps trains the vision tower, which --freeze-vision (or --vision-from) keeps frozen")
+    end
+    model.vision:freeze()
+    extra = extra or {}
+    extra.freeze_vision = true
+  end
   local so = {out_dir = out, seed = seed, batch_size = num(opts.batch_size), steps_1a = num(opts.steps_1a),
     steps_1b = num(opts.steps_1b) or num(opts.steps), lr_1a = num(opts.lr_1a), lr_1b = num(opts.lr_1b),
     vision_lr_mult = num(opts.vision_lr_mult), images = num(opts.images), image_mode = env.image_mode,
     stage0_steps = num(opts.stage0_steps),
     tokenizer_path = env.tokenizer_path, backend = opts.backend, threads = num(opts.threads), resume = opts.resume,
-    print_every = num(opts.print_every)}
+    print_every = num(opts.print_every), extra = extra}
   if opts.data then
     local eo = {image_root = opts.image_root, kind = "sft", limit = num(opts.limit)}
     so.examples_1b = M.encode_examples(env, M.jsonl_examples(opts.data, eo))

@@ -14,6 +14,11 @@
 --
 -- item: {image = float[3*S*S] (or path, or rgb + S), rgb, S, instance = int32[S*S] (0 background, k = object k),
 --        question, answer (the chosen answer), rejected (DPO), objects = {k, ...}}
+-- Real data: items = gradmap.read_jsonl(ctx, "items.jsonl", {image_root = DIR}) (image path, question, answer,
+-- rejected, optional bbox [x0, y0, x1, y1] in pixels of the original image or mask PNG); compute() then gives the
+-- focus with each patch weighted by the fraction of it the region covers (gradmap.region_weights), r.weights, and
+-- r.object_patches (patches the region touches, for the panel's outline). gradmap.load_rgb(ctx, path, S) gives the
+-- panel's image; gradmap.release(model) frees the cached plans. pivot.pipeline.eval_checkpoints uses these.
 -- How: one plan runs the vision tower + projector (image_embeds [1, N, H]); a second plan feeds image_embeds as a
 -- trainable input to the LLM and the loss, runs the backward and reads g:grad(image_embeds). The model's own
 -- parameters are bound frozen, so only the input gets a gradient. SFT: the SFT loss on the answer. DPO: the sigmoid
@@ -232,8 +237,22 @@ function M.compute(ctx, model, tok, item, opts)
     local S = item.S or geometry(model)
     r.object_patches, r.n_object_patches = M.object_patches(item.instance, S, grid, item.objects, opts.min_fraction)
     r.focus, r.uniform = M.focus(map, r.object_patches)
+  elseif item.bbox or item.mask then
+    -- a real-data item (gradmap.read_jsonl): the patches' covered fractions of its bbox or mask
+    r.weights = M.region_weights(ctx, item, (geometry(model)), grid)
+    r.focus, r.uniform = M.weighted_focus(map, r.weights)
+    r.object_patches = {}
+    for p = 1, #r.weights do r.object_patches[p] = r.weights[p] > 0 and 1 or 0 end
   end
   return r
+end
+
+-- gradmap.release(model): frees the plans cached for model (a real model's plans hold large buffers)
+function M.release(model)
+  local per = cache[model]
+  if not per then return end
+  for _, e in pairs(per) do if e.plan and e.plan.free then e.plan:free() end end
+  cache[model] = nil
 end
 
 -- gradmap.item(sample, q) -> an item from a world sample and a question (s.questions[i]) or pair (s.pairs[i])
@@ -246,6 +265,187 @@ function M.item(s, q)
     it.question, it.answer, it.rejected = q.question, q.answer, q.rejected
   end
   return it
+end
+
+---------------------------------------------------------------------------------------------------- real data
+local function jtype(v)
+  local json = require "pivot.json"
+  if v == json.null then return "null" end
+  if type(v) == "table" then return (#v > 0 or next(v) == nil) and "array" or "object" end
+  return type(v)
+end
+
+local function image_info(ctx, path)
+  local wh = ffi.new("int[3]")
+  local st = tonumber(pv.C.pv_image_info(ctx:ptr(), path, wh, wh + 1, wh + 2))
+  if st ~= 0 then return nil, ctx:last_error() end
+  return wh[0], wh[1], wh[2]
+end
+
+-- gradmap.read_jsonl(ctx, path, opts) -> items: gradient-map items of real data, one JSON object per line:
+--   {"image": path, "question": text (or "prompt", its <image> placeholder removed), "answer" (or "chosen"),
+--    "rejected", "bbox": [x0, y0, x1, y1] (optional: pixels of the original image, x1 and y1 exclusive),
+--    "mask": path (optional: a one-channel PNG of the image's size (or aspect), nonzero = the region the question
+--    is about; it wins over bbox), "id" (optional)}
+-- Paths are relative to opts.image_root (default: the JSONL file's folder). opts.need_rejected (default true: the
+-- DPO loss needs it), opts.limit (the first N items). The first bad line raises "FILE:LINE: field 'F': ..."
+-- (missing or unreadable image or mask, a bbox that is not 4 numbers with x0 < x1 and y0 < y1 inside the image).
+-- Items: {id, image, question, answer, rejected, bbox, mask, width, height, line, source}.
+function M.read_jsonl(ctx, path, opts)
+  opts = opts or {}
+  local json = require "pivot.json"
+  local data = require "pivot.data"
+  local f, ferr = io.open(path, "rb")
+  if not f then error("gradmap: cannot open " .. tostring(path) .. ": " .. tostring(ferr), 0) end
+  local text = f:read("*a")
+  f:close()
+  local root = opts.image_root or data.dirname(path)
+  local need_rej = opts.need_rejected ~= false
+  local items, lineno = {}, 0
+  for line in (text:gsub("\r\n", "\n") .. "\n"):gmatch("([^\n]*)\n") do
+    lineno = lineno + 1
+    if not line:match("^%s*$") then
+      local function fail(fmt, ...) error(string.format("%s:%d: ", path, lineno) .. string.format(fmt, ...), 0) end
+      local ok, obj = pcall(json.decode, line, "line")
+      if not ok then fail("invalid JSON: %s", tostring(obj):gsub("^line: ", "")) end
+      if jtype(obj) ~= "object" then fail("expected a JSON object, got %s", jtype(obj)) end
+      local function str(...)
+        local names = {...}
+        for _, k in ipairs(names) do
+          local v = obj[k]
+          if v ~= nil and v ~= json.null then
+            if type(v) ~= "string" then fail("field '%s' must be a string, got %s", k, jtype(v)) end
+            return v, k
+          end
+        end
+        return nil
+      end
+      local it = {line = lineno, source = path}
+      local img = str("image")
+      if not img then fail("field 'image' missing") end
+      it.image = data.join(root, img)
+      if not data.file_exists(it.image) then fail("field 'image': '%s' not found (%s)", img, it.image) end
+      local W, H, err = image_info(ctx, it.image)
+      if not W then fail("field 'image': cannot read '%s': %s", it.image, tostring(err)) end
+      it.width, it.height = W, H
+      local q, qk = str("question", "prompt")
+      if not q then fail("field 'question' (or 'prompt') missing") end
+      if qk == "prompt" then q = q:gsub("<image>\n?", ""):gsub("^%s+", "") end
+      it.question = q
+      it.answer = str("answer", "chosen")
+      if not it.answer then fail("field 'answer' (or 'chosen') missing") end
+      it.rejected = str("rejected")
+      if need_rej and not it.rejected then fail("field 'rejected' missing (the DPO loss needs it)") end
+      local id = obj.id
+      if type(id) == "number" then id = string.format("%.17g", id) end
+      it.id = type(id) == "string" and id or string.format("%s:%d", path:match("[^/]*$"), lineno)
+      local bb = obj.bbox
+      if bb ~= nil and bb ~= json.null then
+        if jtype(bb) ~= "array" or #bb ~= 4 then fail("field 'bbox' must be [x0, y0, x1, y1], got %s", jtype(bb)) end
+        for k = 1, 4 do
+          local v = bb[k]
+          if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then
+            fail("field 'bbox': element %d is not a finite number", k)
+          end
+        end
+        local x0, y0, x1, y1 = bb[1], bb[2], bb[3], bb[4]
+        if not (x0 < x1 and y0 < y1) then fail("field 'bbox': [%g, %g, %g, %g] needs x0 < x1 and y0 < y1", x0, y0, x1, y1) end
+        if x0 < 0 or y0 < 0 or x1 > W or y1 > H then
+          fail("field 'bbox': [%g, %g, %g, %g] is outside the %dx%d image %s", x0, y0, x1, y1, W, H, it.image)
+        end
+        it.bbox = {x0, y0, x1, y1}
+      end
+      local mk = str("mask")
+      if obj.mask ~= nil and obj.mask ~= json.null then
+        it.mask = data.join(root, mk)
+        if not data.file_exists(it.mask) then fail("field 'mask': '%s' not found (%s)", mk, it.mask) end
+        local mw, mh, merr = image_info(ctx, it.mask)
+        if not mw then fail("field 'mask': cannot read '%s': %s", it.mask, tostring(merr)) end
+        if math.abs(mw / mh - W / H) > 0.02 * (W / H) then
+          fail("field 'mask': the mask is %dx%d, the image %dx%d (a different aspect ratio)", mw, mh, W, H)
+        end
+        local okm, e2 = pcall(data.load_mask, ctx, it.mask, 1)
+        if not okm then fail("field 'mask': %s", tostring(e2)) end
+      end
+      items[#items + 1] = it
+      if opts.limit and #items >= opts.limit then break end
+    end
+  end
+  return items
+end
+
+-- gradmap.region_weights(ctx, item, S, grid) -> list (grid*grid, row-major) of each patch's covered fraction in
+-- [0, 1] of the item's region, or nil without one. The image is resized (squashed) to S x S, so patch (i, j) covers
+-- the rectangle [i*W/grid, (i+1)*W/grid) x [j*H/grid, (j+1)*H/grid) of the original W x H image: with a bbox, the
+-- fraction is the overlap area over the patch area; with a mask (resized to S x S, nearest neighbour, as the
+-- image), the share of the patch's pixels that are nonzero.
+function M.region_weights(ctx, item, S, grid)
+  item._weights = item._weights or {}
+  local key = S .. "/" .. grid
+  if item._weights[key] then return item._weights[key] end
+  local w = {}
+  if item.mask then
+    local data = require "pivot.data"
+    local ok, m = pcall(data.load_mask, ctx, item.mask, S)
+    if not ok then
+      error(string.format("%s:%d: field 'mask': %s", item.source or "?", item.line or 0, tostring(m)), 0)
+    end
+    for j = 0, grid - 1 do
+      local ya, yb = math.floor(j * S / grid + 0.5), math.floor((j + 1) * S / grid + 0.5)
+      for i = 0, grid - 1 do
+        local xa, xb = math.floor(i * S / grid + 0.5), math.floor((i + 1) * S / grid + 0.5)
+        local on, n = 0, 0
+        for y = ya, yb - 1 do
+          for x = xa, xb - 1 do
+            n = n + 1
+            if m[y * S + x] ~= 0 then on = on + 1 end
+          end
+        end
+        w[j * grid + i + 1] = n > 0 and on / n or 0
+      end
+    end
+  elseif item.bbox then
+    local W, H = item.width, item.height
+    local x0, y0, x1, y1 = item.bbox[1], item.bbox[2], item.bbox[3], item.bbox[4]
+    local cw, ch = W / grid, H / grid
+    for j = 0, grid - 1 do
+      local oy = math.max(0, math.min(y1, (j + 1) * ch) - math.max(y0, j * ch))
+      for i = 0, grid - 1 do
+        local ox = math.max(0, math.min(x1, (i + 1) * cw) - math.max(x0, i * cw))
+        w[j * grid + i + 1] = math.min(1, ox * oy / (cw * ch))
+      end
+    end
+  else
+    return nil
+  end
+  item._weights[key] = w
+  return w
+end
+
+-- gradmap.weighted_focus(map, weights) -> focus, uniform: sum(w * map) / sum(map) (nil for an all-zero map) and
+-- the share a uniform map would have (mean of w)
+function M.weighted_focus(map, weights)
+  local inside, total, wsum = 0, 0, 0
+  for p = 1, #map do
+    total = total + map[p]
+    inside = inside + weights[p] * map[p]
+    wsum = wsum + weights[p]
+  end
+  return total > 0 and inside / total or nil, wsum / #map
+end
+
+-- gradmap.load_rgb(ctx, path, S) -> uint8[S*S*3] (HWC): the image as the tower sees it (resized to S x S), for panels
+function M.load_rgb(ctx, path, S)
+  local data = require "pivot.data"
+  local px = data.load_image(ctx, path, S)
+  local rgb = ffi.new("uint8_t[?]", S * S * 3)
+  for c = 0, 2 do
+    for i = 0, S * S - 1 do
+      local v = math.floor((px[c * S * S + i] * 0.5 + 0.5) * 255 + 0.5)
+      rgb[i * 3 + c] = math.max(0, math.min(255, v))
+    end
+  end
+  return rgb
 end
 
 ---------------------------------------------------------------------------------------------------- panels
