@@ -4,8 +4,14 @@
  *  affine:  y = s·x + c (pv_scale, pv_add_scalar); dx = s·dy.
  *  unary:   y = f(x) for f in pv_unary_kind; dx = unary_grad(x, dy) = dy · f'(x).
  *  unary_grad: y = dy · f'(x) (backward only, not differentiated again).
+ *  f:  neg, exp, log, sqrt, rsqrt, tanh, sigmoid = 1/(1+e^-x), logsigmoid = min(x,0) - log1p(e^-|x|),
+ *      silu = x·sigmoid(x), gelu_tanh = 0.5x(1 + tanh(u)) with u = sqrt(2/pi)(x + 0.044715x³),
+ *      gelu_erf = 0.5x(1 + erf(x/sqrt 2)), relu, square, abs.
+ * CPU kernels: runtime/cpu/vmath (SIMD; exp, tanh, erf, log, sigmoid to a few ulp; gelu_tanh as x·sigmoid(2u),
+ * sigmoid through e^-|x|, which equal the forms above and stay accurate in the tails). The reference is float64 libm.
  * Shapes: x, a, b, y up to 8 dims, f32. */
 #include "common.h"
+#include "../runtime/cpu/vmath.h"
 #include "../runtime/vulkan/vk_ops.h"
 
 enum { B_ADD = 0, B_SUB, B_MUL, B_DIV };
@@ -63,69 +69,73 @@ static void binary_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   int k = PV_CPARAMS(binary_p, t)->kind;
   int64_t i0, i1;
   pv_split(t->numel, a->ith, a->nth, &i0, &i1);
-  int64_t na = A->numel, nb = B->numel;
+  if (i0 >= i1) return;
+  int64_t na = A->numel, nb = B->numel, n = t->numel;
   if (is_suffix(t, A) && is_suffix(t, B)) {
-    if (na == t->numel && nb == t->numel) {
-      switch (k) {
-      case B_ADD: for (int64_t i = i0; i < i1; i++) o[i] = x[i] + y[i]; break;
-      case B_SUB: for (int64_t i = i0; i < i1; i++) o[i] = x[i] - y[i]; break;
-      case B_MUL: for (int64_t i = i0; i < i1; i++) o[i] = x[i] * y[i]; break;
-      default: for (int64_t i = i0; i < i1; i++) o[i] = x[i] / y[i]; break;
-      }
+    if (na == n && (nb == n || nb == 1)) { /* same shape, or tensor (op) scalar */
+      pv__vm_binary(k, x + i0, 1, nb == n ? y + i0 : y, nb == n, o + i0, i1 - i0);
       return;
     }
-    if (na == t->numel && nb == 1) { /* tensor (op) scalar */
-      float v = y[0];
-      switch (k) {
-      case B_ADD: for (int64_t i = i0; i < i1; i++) o[i] = x[i] + v; break;
-      case B_SUB: for (int64_t i = i0; i < i1; i++) o[i] = x[i] - v; break;
-      case B_MUL: for (int64_t i = i0; i < i1; i++) o[i] = x[i] * v; break;
-      default: for (int64_t i = i0; i < i1; i++) o[i] = x[i] / v; break;
-      }
+    if (nb == n && na == 1) { /* scalar (op) tensor */
+      pv__vm_binary(k, x, 0, y + i0, 1, o + i0, i1 - i0);
       return;
     }
-    if (na == t->numel) { /* rows of nb (a bias): whole rows without a modulo per element */
-      int64_t i = i0;
-      while (i < i1) {
-        int64_t j0 = i % nb, n = nb - j0;
-        if (n > i1 - i) n = i1 - i;
-        const float *yr = y + j0;
-        float *orow = o + i;
-        const float *xr = x + i;
-        switch (k) {
-        case B_ADD: for (int64_t j = 0; j < n; j++) orow[j] = xr[j] + yr[j]; break;
-        case B_SUB: for (int64_t j = 0; j < n; j++) orow[j] = xr[j] - yr[j]; break;
-        case B_MUL: for (int64_t j = 0; j < n; j++) orow[j] = xr[j] * yr[j]; break;
-        default: for (int64_t j = 0; j < n; j++) orow[j] = xr[j] / yr[j]; break;
-        }
-        i += n;
+    if (na == n || nb == n) { /* rows of the smaller one (a bias): whole row segments */
+      int64_t ns = na == n ? nb : na;
+      for (int64_t i = i0; i < i1;) {
+        int64_t j0 = i % ns, len = ns - j0;
+        if (len > i1 - i) len = i1 - i;
+        if (na == n)
+          pv__vm_binary(k, x + i, 1, y + j0, 1, o + i, len);
+        else
+          pv__vm_binary(k, x + j0, 1, y + i, 1, o + i, len);
+        i += len;
       }
       return;
     }
     for (int64_t i = i0; i < i1; i++) o[i] = bop(k, x[i % na], y[i % nb]);
     return;
   }
-  int64_t sa[PV_MAX_DIMS], sb[PV_MAX_DIMS], idx[PV_MAX_DIMS];
-  pv__bcast_strides(t->ndim, t->shape, A->ndim, A->shape, sa);
-  pv__bcast_strides(t->ndim, t->shape, B->ndim, B->shape, sb);
-  int64_t r = i0;
-  for (int d = t->ndim - 1; d >= 0; d--) {
-    idx[d] = r % t->shape[d];
-    r /= t->shape[d];
-  }
-  int64_t ia = 0, ib = 0;
-  for (int d = 0; d < t->ndim; d++) ia += idx[d] * sa[d], ib += idx[d] * sb[d];
-  for (int64_t i = i0; i < i1; i++) {
-    o[i] = bop(k, x[ia], y[ib]);
-    for (int d = t->ndim - 1; d >= 0; d--) { /* increment the multi-index */
-      idx[d]++;
-      ia += sa[d];
-      ib += sb[d];
-      if (idx[d] < t->shape[d]) break;
-      ia -= sa[d] * t->shape[d];
-      ib -= sb[d] * t->shape[d];
-      idx[d] = 0;
+  int nd = t->ndim;
+  int64_t sa[PV_MAX_DIMS], sb[PV_MAX_DIMS], inner = nd ? t->shape[nd - 1] : 1;
+  pv__bcast_strides(nd, t->shape, A->ndim, A->shape, sa);
+  pv__bcast_strides(nd, t->shape, B->ndim, B->shape, sb);
+  if (inner < 8) { /* general broadcast, short rows: element by element */
+    int64_t idx[PV_MAX_DIMS], r = i0, ia = 0, ib = 0;
+    for (int d = nd - 1; d >= 0; d--) {
+      idx[d] = r % t->shape[d];
+      r /= t->shape[d];
     }
+    for (int d = 0; d < nd; d++)
+      ia += idx[d] * sa[d], ib += idx[d] * sb[d];
+    for (int64_t i = i0; i < i1; i++) {
+      o[i] = bop(k, x[ia], y[ib]);
+      for (int d = nd - 1; d >= 0; d--) { /* increment the multi-index */
+        idx[d]++;
+        ia += sa[d];
+        ib += sb[d];
+        if (idx[d] < t->shape[d]) break;
+        ia -= sa[d] * t->shape[d];
+        ib -= sb[d] * t->shape[d];
+        idx[d] = 0;
+      }
+    }
+    return;
+  }
+  /* general broadcast: runs along the innermost dimension, where each source has stride 0 or 1 */
+  for (int64_t i = i0; i < i1;) {
+    int64_t r = i / inner, c0 = i % inner, ia = 0, ib = 0;
+    for (int d = nd - 2; d >= 0; d--) {
+      int64_t id = r % t->shape[d];
+      r /= t->shape[d];
+      ia += id * sa[d];
+      ib += id * sb[d];
+    }
+    int64_t len = inner - c0;
+    if (len > i1 - i) len = i1 - i;
+    int ua = sa[nd - 1] != 0, ub = sb[nd - 1] != 0;
+    pv__vm_binary(k, x + ia + c0 * ua, ua, y + ib + c0 * ub, ub, o + i, len);
+    i += len;
   }
 }
 
@@ -314,73 +324,12 @@ static inline double ug_d(int k, double x) { /* f'(x) */
   default: return x > 0 ? 1 : x < 0 ? -1 : 0;
   }
 }
-static inline float uf_f(int k, float x) {
-  switch (k) {
-  case PV_NEG: return -x;
-  case PV_EXP: return expf(x);
-  case PV_LOG: return logf(x);
-  case PV_SQRT: return sqrtf(x);
-  case PV_RSQRT: return 1.0f / sqrtf(x);
-  case PV_TANH: return tanhf(x);
-  case PV_SIGMOID: return 1.0f / (1.0f + expf(-x));
-  case PV_LOGSIGMOID: return (x < 0 ? x : 0) - log1pf(expf(-fabsf(x)));
-  case PV_SILU: return x / (1.0f + expf(-x));
-  case PV_GELU_TANH: return 0.5f * x * (1.0f + tanhf((float)SQRT_2_PI * (x + 0.044715f * x * x * x)));
-  case PV_GELU_ERF: return 0.5f * x * (1.0f + erff(x * (float)INV_SQRT_2));
-  case PV_RELU: return x > 0 ? x : 0;
-  case PV_SQUARE: return x * x;
-  default: return fabsf(x);
-  }
-}
-static inline float ug_f(int k, float x) {
-  switch (k) {
-  case PV_NEG: return -1;
-  case PV_EXP: return expf(x);
-  case PV_LOG: return 1.0f / x;
-  case PV_SQRT: return 0.5f / sqrtf(x);
-  case PV_RSQRT: return -0.5f / (x * sqrtf(x));
-  case PV_TANH: {
-    float th = tanhf(x);
-    return 1 - th * th;
-  }
-  case PV_SIGMOID: {
-    float s = 1.0f / (1.0f + expf(-x));
-    return s * (1 - s);
-  }
-  case PV_LOGSIGMOID: return 1.0f / (1.0f + expf(x));
-  case PV_SILU: {
-    float s = 1.0f / (1.0f + expf(-x));
-    return s * (1 + x * (1 - s));
-  }
-  case PV_GELU_TANH: {
-    float u = (float)SQRT_2_PI * (x + 0.044715f * x * x * x), th = tanhf(u);
-    return 0.5f * (1 + th) + 0.5f * x * (1 - th * th) * (float)SQRT_2_PI * (1 + 3 * 0.044715f * x * x);
-  }
-  case PV_GELU_ERF: return 0.5f * (1 + erff(x * (float)INV_SQRT_2)) + x * expf(-0.5f * x * x) * (float)INV_SQRT_2PI;
-  case PV_RELU: return x > 0 ? 1.0f : 0.0f;
-  case PV_SQUARE: return 2 * x;
-  default: return x > 0 ? 1.0f : x < 0 ? -1.0f : 0.0f;
-  }
-}
-
 static void unary_cpu(const pv_tensor *t, const pv_cpu_args *a) {
-  int k = PV_CPARAMS(unary_p, t)->kind;
   const float *x = a->src[0];
   float *y = a->dst;
   int64_t i0, i1;
   pv_split(t->numel, a->ith, a->nth, &i0, &i1);
-  /* one loop per kind: the kind test leaves the inner loop, so simple kinds vectorise */
-#define UNARY_LOOP(K)                                                                                                  \
-  case K:                                                                                                              \
-    for (int64_t i = i0; i < i1; i++) y[i] = uf_f(K, x[i]);                                                           \
-    break;
-  switch (k) {
-    UNARY_LOOP(PV_NEG) UNARY_LOOP(PV_EXP) UNARY_LOOP(PV_LOG) UNARY_LOOP(PV_SQRT) UNARY_LOOP(PV_RSQRT)
-    UNARY_LOOP(PV_TANH) UNARY_LOOP(PV_SIGMOID) UNARY_LOOP(PV_LOGSIGMOID) UNARY_LOOP(PV_SILU) UNARY_LOOP(PV_GELU_TANH)
-    UNARY_LOOP(PV_GELU_ERF) UNARY_LOOP(PV_RELU) UNARY_LOOP(PV_SQUARE) UNARY_LOOP(PV_ABS)
-  default: break;
-  }
-#undef UNARY_LOOP
+  if (i1 > i0) pv__vm_unary(PV_CPARAMS(unary_p, t)->kind, x + i0, y + i0, i1 - i0);
 }
 static void unary_ref(const pv_tensor *t, double *y, const double *const *s, double *const *w, int *err) {
   (void)w, (void)err;
@@ -393,22 +342,11 @@ static pv_status unary_backward(pv_graph *g, pv_tensor *t, pv_tensor *dy, const 
   return g->st;
 }
 static void unary_grad_cpu(const pv_tensor *t, const pv_cpu_args *a) {
-  int k = PV_CPARAMS(unary_p, t)->kind;
   const float *x = a->src[0], *dy = a->src[1];
   float *y = a->dst;
   int64_t i0, i1;
   pv_split(t->numel, a->ith, a->nth, &i0, &i1);
-#define UGRAD_LOOP(K)                                                                                                  \
-  case K:                                                                                                              \
-    for (int64_t i = i0; i < i1; i++) y[i] = dy[i] * ug_f(K, x[i]);                                                   \
-    break;
-  switch (k) {
-    UGRAD_LOOP(PV_NEG) UGRAD_LOOP(PV_EXP) UGRAD_LOOP(PV_LOG) UGRAD_LOOP(PV_SQRT) UGRAD_LOOP(PV_RSQRT)
-    UGRAD_LOOP(PV_TANH) UGRAD_LOOP(PV_SIGMOID) UGRAD_LOOP(PV_LOGSIGMOID) UGRAD_LOOP(PV_SILU) UGRAD_LOOP(PV_GELU_TANH)
-    UGRAD_LOOP(PV_GELU_ERF) UGRAD_LOOP(PV_RELU) UGRAD_LOOP(PV_SQUARE) UGRAD_LOOP(PV_ABS)
-  default: break;
-  }
-#undef UGRAD_LOOP
+  if (i1 > i0) pv__vm_unary_grad(PV_CPARAMS(unary_p, t)->kind, x + i0, dy + i0, y + i0, i1 - i0);
 }
 static void unary_grad_ref(const pv_tensor *t, double *y, const double *const *s, double *const *w, int *err) {
   (void)w, (void)err;

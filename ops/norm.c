@@ -7,9 +7,12 @@
  *               dx = rms_norm_grad(x, w, dy) = r·(g − xhat·mean(g·xhat)) with g = dy·w,
  *               dw = sum_to(dy·xhat, [D]); xhat = rms_norm(x, NULL, eps).
  *  *_grad:      backward only (no backward rule); sources (x, [w], dy), recompute the row statistics.
- * Sources: x, then w if present, then b if present (params record which). Row statistics are accumulated in
- * double. Kernels read a whole row before writing it, so the output may reuse x's buffer (in place). */
+ * Sources: x, then w if present, then b if present (params record which). The CPU kernels (runtime/cpu/vmath) sum
+ * the row statistics in blocks (f32 within blocks of at most 128 elements, float64 across blocks; the variance as
+ * Σ (x - mu)² around the f32 mean); the reference in float64. Kernels read a whole row before writing it, so the
+ * output may reuse x's buffer (in place). */
 #include "common.h"
+#include "../runtime/cpu/vmath.h"
 #include "../runtime/vulkan/vk_ops.h"
 
 typedef struct {
@@ -53,17 +56,9 @@ static pv_status norm_shape(pv_tensor *t) {
 /* ------------------------------------------------------------ CPU kernels (f32, double row statistics) */
 /* mean and 1/sqrt(var+eps) (layer norm) or 0 and 1/sqrt(mean(x²)+eps) (rms) of one row */
 static inline void row_stats_f(const float *x, int64_t D, int rms, double eps, float *mu, float *r) {
-  double m = 0, v = 0;
-  if (!rms) {
-    for (int64_t i = 0; i < D; i++) m += x[i];
-    m /= (double)D;
-  }
-  for (int64_t i = 0; i < D; i++) {
-    double d = x[i] - m;
-    v += d * d;
-  }
-  v /= (double)D;
-  *mu = (float)m;
+  float m = rms ? 0.0f : (float)(pv__vm_sum(x, D) / (double)D);
+  double v = (rms ? pv__vm_sumsq(x, D) : pv__vm_sumsq_dev(x, m, D)) / (double)D;
+  *mu = m;
   *r = (float)(1.0 / sqrt(v + eps));
 }
 
@@ -81,14 +76,7 @@ static void norm_cpu(const pv_tensor *t, const pv_cpu_args *a) {
     float *yr = y + r * D;
     float mu, rs;
     row_stats_f(xr, D, rms, p->eps, &mu, &rs);
-    if (w && b)
-      for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mu) * rs * w[i] + b[i];
-    else if (w)
-      for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mu) * rs * w[i];
-    else if (b)
-      for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mu) * rs + b[i];
-    else
-      for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mu) * rs;
+    pv__vm_norm_apply(xr, mu, rs, w, b, yr, D); /* ((x - mu)·rs)·w + b */
   }
 }
 
@@ -106,18 +94,10 @@ static void norm_grad_cpu(const pv_tensor *t, const pv_cpu_args *a) {
     float *dxr = dx + r * D;
     float mu, rs;
     row_stats_f(xr, D, rms, p->eps, &mu, &rs);
-    double sg = 0, sgx = 0; /* Σ g, Σ g·xhat */
-    for (int64_t i = 0; i < D; i++) {
-      float gi = w ? dyr[i] * w[i] : dyr[i];
-      sg += gi;
-      sgx += (double)gi * ((xr[i] - mu) * rs);
-    }
+    double sg, sgx; /* Σ g, Σ g·xhat */
+    pv__vm_norm_grad_sums(xr, w, dyr, mu, rs, D, &sg, &sgx);
     float mg = rms ? 0.0f : (float)(sg / (double)D), mgx = (float)(sgx / (double)D);
-    for (int64_t i = 0; i < D; i++) {
-      float gi = w ? dyr[i] * w[i] : dyr[i];
-      float xh = (xr[i] - mu) * rs;
-      dxr[i] = rs * (gi - mg - xh * mgx);
-    }
+    pv__vm_norm_grad_apply(xr, w, dyr, mu, rs, mg, mgx, dxr, D);
   }
 }
 

@@ -8,6 +8,7 @@
  *  assign(dst, value[, factor]): dst ← value·factor, or dst ← dst + value·factor (accumulate); factor [1] or 1.
  * Shapes: param, m, v, dst: f32 var-nodes of one shape; grad, value: f32 of that shape; hyper: 6 f32. */
 #include "common.h"
+#include "../runtime/cpu/vmath.h"
 #include "../runtime/vulkan/vk_ops.h"
 
 typedef struct {
@@ -103,25 +104,16 @@ static adamw_s adamw_scalars(const adamw_p *p, double lr, double b1, double b2, 
 static void adamw_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   const float *h = a->src[4];
   adamw_s s = adamw_scalars(PV_CPARAMS(adamw_p, t), h[0], h[1], h[2], h[3], h[4], h[5]);
-  const float decay = (float)s.decay, w1 = (float)s.w1, b2 = (float)s.b2, c2 = (float)s.c2,
-              neg_step = (float)s.neg_step, bc2_sqrt = (float)s.bc2_sqrt, eps = (float)s.eps;
-  const int small = fabsf(w1) < 0.5f;
+  pv_vm_adamw f = {(float)s.decay,    (float)s.w1,       (float)s.b2,  (float)s.c2,
+                   (float)s.neg_step, (float)s.bc2_sqrt, (float)s.eps, 0};
+  f.small = fabsf(f.w1) < 0.5f;
   float *p = a->srcw[0], *m = a->srcw[2], *v = a->srcw[3];
   const float *g = a->src[1];
   int64_t i0, i1;
   pv_split(t->src[0]->numel, a->ith, a->nth, &i0, &i1);
-  for (int64_t i = i0; i < i1; i++) { /* all loads first: grad may alias another operand */
-    float pi = p[i], gi = g[i], mi = m[i], vi = v[i];
-    pi = pi * decay;
-    mi = small ? mi + w1 * (gi - mi) : gi - (gi - mi) * (1.0f - w1);
-    vi = vi * b2;
-    vi = vi + c2 * gi * gi;
-    float denom = sqrtf(vi) / bc2_sqrt + eps;
-    pi = pi + neg_step * mi / denom;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = pi;
-  }
+  /* per element, in f32: p·decay; m lerp; v·b2 + c2·g·g; p + neg_step·m / (sqrt(v)/bc2_sqrt + eps). All of an
+   * element's loads come before its stores (grad may alias another operand); runtime/cpu/vmath, SIMD. */
+  if (i1 > i0) pv__vm_adamw(p + i0, g + i0, m + i0, v + i0, i1 - i0, &f);
   if (a->ith == 0) *(float *)a->dst = 0;
 }
 

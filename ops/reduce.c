@@ -2,11 +2,13 @@
  *  reduce:     y = sum | mean | max of x along one axis (keepdim or not).
  *              sum: dx = expand(dy); mean: dx = expand(dy)/n; max: dx = max_grad(x, dy) (to the first maximum).
  *  max_grad:   dx[.., k, ..] = dy[.., 0, ..] where k is the first argmax along the axis, else 0 (backward only).
- *  reduce_all: y[1] = Σ x or Σ x² ; dx = dy (broadcast) or 2·x·dy. Summed in float64 over fixed chunks, so
- *              the result does not depend on the thread count.
+ *  reduce_all: y[1] = Σ x or Σ x² ; dx = dy (broadcast) or 2·x·dy. Summed over 64 fixed chunks (each in
+ *              blocks: f32 within blocks of at most 128 elements, float64 across; runtime/cpu/vmath.h), then in
+ *              float64, so the result does not depend on the thread count.
  *  sum_to:     sums the broadcast dimensions of x away to reach a shape (right-aligned); dx = expand(dy).
  *  expand:     broadcasts x to a shape; dx = sum_to(dy, x.shape). */
 #include "common.h"
+#include "../runtime/cpu/vmath.h"
 #include "../runtime/vulkan/vk_ops.h"
 
 enum { R_SUM = 0, R_MEAN, R_MAX };
@@ -211,12 +213,7 @@ static void ra_chunks(void *arg, int ith, int nth) {
   for (int64_t c = c0; c < c1; c++) {
     int64_t a, b;
     pv_split(n, (int)c, RA_CHUNKS, &a, &b);
-    double s = 0;
-    if (sq)
-      for (int64_t i = a; i < b; i++) s += (double)j->x[i] * j->x[i];
-    else
-      for (int64_t i = a; i < b; i++) s += j->x[i];
-    j->part[c] = s;
+    j->part[c] = b > a ? (sq ? pv__vm_sumsq(j->x + a, b - a) : pv__vm_sum(j->x + a, b - a)) : 0.0;
   }
 }
 static void reduce_all_cpu(const pv_tensor *t, const pv_cpu_args *a) {
@@ -337,32 +334,57 @@ static pv_status expand_shape(pv_tensor *t) {
   return PV_OK;
 }
 
-/* sum_to: for output element j, sum the x elements mapping to it. big = x, small = t. */
+/* x as [outer, R, inner] where the summed dimensions (of size > 1) of x form one block R; 0 if they do not */
+static int sum_to_block(const pv_tensor *t, const pv_tensor *x, int64_t *outer, int64_t *R, int64_t *inner) {
+  int64_t ss[PV_MAX_DIMS];
+  pv__bcast_strides(x->ndim, x->shape, t->ndim, t->shape, ss);
+  int stage = 0; /* 0 leading kept dims, 1 summed dims, 2 trailing kept dims */
+  *outer = *R = *inner = 1;
+  for (int d = 0; d < x->ndim; d++) {
+    if (x->shape[d] == 1) continue;
+    int summed = ss[d] == 0;
+    if (summed && stage == 2) return 0;
+    if (summed)
+      stage = 1;
+    else if (stage == 1)
+      stage = 2;
+    *(summed ? R : stage == 0 ? outer : inner) *= x->shape[d];
+  }
+  return 1;
+}
+
+/* sum_to: for output element j, sum the x elements mapping to it. big = x, small = t. Threads own ranges of output
+ * elements; each is summed in x's order (in f32; over whole rows in float64 when the summed block is innermost), so
+ * the result does not depend on the thread count. */
 static void sum_to_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   const pv_tensor *x = t->src[0];
   const float *px = a->src[0];
   float *y = a->dst;
   int nd = x->ndim;
-  int64_t ss[PV_MAX_DIMS];
-  pv__bcast_strides(nd, x->shape, t->ndim, t->shape, ss);
-  int64_t nsmall = t->numel, nbig = x->numel;
-  /* fast path: t is a suffix of x (bias gradients): x viewed as [rows, nsmall] */
-  int suffix = t->ndim <= nd;
-  for (int i = 0; suffix && i < t->ndim; i++)
-    if (t->shape[i] != x->shape[nd - t->ndim + i]) suffix = 0;
-  if (suffix && nsmall > 0) {
-    int64_t rows = nbig / nsmall, j0, j1;
-    pv_split(nsmall, a->ith, a->nth, &j0, &j1);
-    for (int64_t j = j0; j < j1; j++) y[j] = 0;
-    for (int64_t r = 0; r < rows; r++) {
-      const float *row = px + r * nsmall;
-      for (int64_t j = j0; j < j1; j++) y[j] += row[j];
+  int64_t nsmall = t->numel, nbig = x->numel, outer, R, inner, j0, j1;
+  pv_split(nsmall, a->ith, a->nth, &j0, &j1);
+  if (j0 >= j1) return;
+  /* one summed block: bias gradients ([rows, C] -> [C]), grouped heads ([.., G, ..] -> [.., 1, ..]), ... */
+  if (sum_to_block(t, x, &outer, &R, &inner)) {
+    if (R == 1) { /* only size-1 dimensions differ */
+      memcpy(y + j0, px + j0, sizeof(float) * (size_t)(j1 - j0));
+      return;
+    }
+    for (int64_t j = j0; j < j1;) {
+      int64_t o = j / inner, c = j % inner, len = inner - c;
+      if (len > j1 - j) len = j1 - j;
+      const float *xo = px + o * R * inner;
+      if (inner == 1)
+        y[j] = (float)pv__vm_sum(xo, R);
+      else
+        pv__vm_sum_rows(xo + c, R, inner, y + j, len);
+      j += len;
     }
     return;
   }
   /* general: each thread owns a range of output elements and scans x (deterministic order) */
-  int64_t j0, j1;
-  pv_split(nsmall, a->ith, a->nth, &j0, &j1);
+  int64_t ss[PV_MAX_DIMS];
+  pv__bcast_strides(nd, x->shape, t->ndim, t->shape, ss);
   for (int64_t j = j0; j < j1; j++) y[j] = 0;
   int64_t idx[PV_MAX_DIMS] = {0}, js = 0;
   for (int64_t i = 0; i < nbig; i++) {
@@ -402,8 +424,12 @@ static void expand_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   int suffix = x->ndim <= t->ndim;
   for (int i = 0; suffix && i < x->ndim; i++)
     if (x->shape[i] != t->shape[t->ndim - x->ndim + i]) suffix = 0;
-  if (suffix && nx > 0) {
-    for (int64_t i = i0; i < i1; i++) y[i] = px[i % nx];
+  if (suffix && nx > 0) { /* whole copies of x, in row segments */
+    for (int64_t i = i0; i < i1;) {
+      int64_t c = i % nx, len = nx - c < i1 - i ? nx - c : i1 - i;
+      memcpy(y + i, px + c, sizeof(float) * (size_t)len);
+      i += len;
+    }
     return;
   }
   /* general: walk the output in runs of the innermost dimension; a run is a copy (stride 1) or a fill (stride 0) */
@@ -419,8 +445,7 @@ static void expand_cpu(const pv_tensor *t, const pv_cpu_args *a) {
     int64_t n = inner - c0;
     if (n > i1 - i) n = i1 - i;
     if (st == 0) {
-      float v = px[js];
-      for (int64_t c = 0; c < n; c++) y[i + c] = v;
+      pv__vm_fill(y + i, px[js], n);
     } else {
       memcpy(y + i, px + js + c0, (size_t)n * sizeof(float));
     }

@@ -6,8 +6,10 @@
  *  channels >= R pass through. The rotation is orthogonal, so dx = rope(dy) with the negated angle
  *  (inverse = !inverse).
  *  CPU kernel: float32 like transformers (inv_freq = 1 / theta^(float(2i) / R), freqs = float(pos) * inv_freq,
- *  cos/sin in float32). Reference kernel: everything in double. */
+ *  cos/sin in float32; with pos [T] each thread computes them once per position, in a scratch table).
+ *  Reference kernel: everything in double. */
 #include "common.h"
+#include "../runtime/cpu/vmath.h"
 #include "../runtime/vulkan/vk_ops.h"
 
 typedef struct {
@@ -44,6 +46,11 @@ static pv_status rope_shape(pv_tensor *t) {
 }
 
 #define ROPE_CHUNK 64
+/* inv[k] = 1 / theta^(2(i0 + k) / R) for k < n (float32, as transformers) */
+static void rope_inv_freq(float *inv, float theta, int R, int i0, int n) {
+  for (int k = 0; k < n; k++)
+    inv[k] = 1.0f / powf(theta, (float)(2 * (i0 + k)) / (float)R);
+}
 static void rope_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   const rope_p *p = PV_CPARAMS(rope_p, t);
   const pv_tensor *pos_t = t->src[1];
@@ -52,7 +59,12 @@ static void rope_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   const float *x = a->src[0];
   float *y = a->dst;
   float theta = (float)p->theta, sgn = p->inverse ? -1.0f : 1.0f;
-  float cs[ROPE_CHUNK], sn[ROPE_CHUNK];
+  float inv[ROPE_CHUNK], cs[ROPE_CHUNK], sn[ROPE_CHUNK];
+  int one_chunk = half <= ROPE_CHUNK; /* then the frequencies are computed once */
+  if (one_chunk) rope_inv_freq(inv, theta, R, 0, half);
+  /* pos [T] with one chunk: this thread's cos/sin table [T][2][half] in scratch, filled on a position's first row */
+  float *tab =
+      pos_t->ndim == 1 && one_chunk ? (float *)a->scratch + (size_t)a->ith * (size_t)T * 2 * (size_t)half : NULL;
   int64_t r0, r1;
   pv_split(B * T, a->ith, a->nth, &r0, &r1);
   for (int64_t r = r0; r < r1; r++) { /* r = b * T + t */
@@ -62,26 +74,34 @@ static void rope_cpu(const pv_tensor *t, const pv_cpu_args *a) {
     float *yr = y + r * H * D;
     for (int i0 = 0; i0 < half; i0 += ROPE_CHUNK) {
       int n = half - i0 < ROPE_CHUNK ? half - i0 : ROPE_CHUNK;
-      for (int k = 0; k < n; k++) {
-        float inv = 1.0f / powf(theta, (float)(2 * (i0 + k)) / (float)R);
-        float f = pf * inv;
-        cs[k] = cosf(f);
-        sn[k] = sgn * sinf(f);
-      }
-      for (int64_t h = 0; h < H; h++) {
-        const float *xh = xr + h * D + i0;
-        float *yh = yr + h * D + i0;
+      const float *c = cs, *s = sn;
+      if (tab && r - r0 >= T) { /* row r - T had the same position */
+        c = tab + pid * 2 * half;
+        s = c + half;
+      } else {
+        if (!one_chunk) rope_inv_freq(inv, theta, R, i0, n);
         for (int k = 0; k < n; k++) {
-          float x1 = xh[k], x2 = xh[k + half]; /* read both first: y may alias x (in place) */
-          yh[k] = x1 * cs[k] - x2 * sn[k];
-          yh[k + half] = x2 * cs[k] + x1 * sn[k];
+          float f = pf * inv[k];
+          cs[k] = cosf(f);
+          sn[k] = sgn * sinf(f);
+        }
+        if (tab) {
+          memcpy(tab + pid * 2 * half, cs, sizeof(float) * (size_t)n);
+          memcpy(tab + pid * 2 * half + half, sn, sizeof(float) * (size_t)n);
         }
       }
+      /* y[i] = x[i] cos - x[i + half] sin, y[i + half] = x[i + half] cos + x[i] sin (in place safe) */
+      pv__vm_rope_pairs(xr + i0, yr + i0, c, s, n, half, H, D);
     }
     if (R < D && yr != xr)
       for (int64_t h = 0; h < H; h++)
         for (int64_t c = R; c < D; c++) yr[h * D + c] = xr[h * D + c];
   }
+}
+static size_t rope_scratch(const pv_tensor *t, int nth) {
+  const rope_p *p = PV_CPARAMS(rope_p, t);
+  if (t->src[1]->ndim != 1 || p->rot_dims / 2 > ROPE_CHUNK) return 0;
+  return (size_t)nth * (size_t)t->shape[1] * (size_t)p->rot_dims * sizeof(float);
 }
 
 static void rope_ref(const pv_tensor *t, double *y, const double *const *s, double *const *w, int *err) {
@@ -147,8 +167,8 @@ static int rope_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
 }
 
 const pv_op_def pv_op_rope = {.name = "rope", .min_src = 2, .max_src = 2, .flags = PV_OPF_INPLACE, .nodiff = 2u,
-                              .shape = rope_shape, .backward = rope_backward, .cpu = rope_cpu, .ref = rope_ref,
-                              .vk = rope_vk};
+                              .shape = rope_shape, .backward = rope_backward, .cpu = rope_cpu,
+                              .cpu_scratch = rope_scratch, .ref = rope_ref, .vk = rope_vk};
 
 static pv_tensor *rope_node(pv_graph *g, pv_tensor *x, pv_tensor *pos, double theta, int rot_dims, int inverse) {
   rope_p p = {theta, rot_dims, inverse};

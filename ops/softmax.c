@@ -9,8 +9,11 @@
  *     log_softmax: dz = dy − exp(y) Σ dy,
  *  and dx = 0 at excluded entries (y = 0 in softmax, y = -inf in log_softmax, or causal) and in fully masked
  *  rows. The mask is not differentiated (nodiff bit 1). softmax_grad is backward-only.
+ * CPU kernels (runtime/cpu/vmath): vector exp (< 1 ulp); the row sums Σ exp and Σ dy⊙y in blocks (f32 within
+ * blocks of at most 128 elements, float64 across blocks).
  * Sources: softmax (x, [mask]); softmax_grad (y, dy) with the same params. */
 #include "common.h"
+#include "../runtime/cpu/vmath.h"
 #include "../runtime/vulkan/vk_ops.h"
 
 typedef struct {
@@ -87,32 +90,19 @@ static void softmax_cpu(const pv_tensor *t, const pv_cpu_args *a) {
     float *yr = y + r * Tk;
     int64_t lim = p->causal ? causal_lim(t, r) : Tk, ms = 0;
     const float *mr = mask ? mask + mask_row_off(t, &mg, r, &ms) : NULL;
-    /* pass 1: z into y (x may share y's buffer: each x[j] is read before y[j] is written), and the max */
-    float m = -INFINITY;
-    for (int64_t j = 0; j < lim; j++) {
-      float z = sc * xr[j] + (mr ? mr[j * ms] : 0.0f);
-      yr[j] = z;
-      if (z > m) m = z;
+    /* z = sc·x + mask into y (x may share y's buffer: each x[j] is read before y[j] is written), then the row */
+    const float *src = xr;
+    float s1 = sc;
+    if (mr && ms != 1) { /* a mask broadcast along the row: z first */
+      for (int64_t j = 0; j < lim; j++)
+        yr[j] = sc * xr[j] + mr[j * ms];
+      src = yr, s1 = 1.0f, mr = NULL;
     }
-    if (m == -INFINITY) { /* fully masked row */
-      for (int64_t j = 0; j < Tk; j++) yr[j] = p->log ? -INFINITY : 0.0f;
+    if (!pv__vm_softmax_row(yr, src, s1, mr, lim, p->log)) { /* fully masked row */
+      pv__vm_fill(yr, p->log ? -INFINITY : 0.0f, Tk);
       continue;
     }
-    double s = 0;
-    if (p->log) {
-      for (int64_t j = 0; j < lim; j++) s += expf(yr[j] - m);
-      float ls = m + (float)log(s);
-      for (int64_t j = 0; j < lim; j++) yr[j] -= ls;
-    } else {
-      for (int64_t j = 0; j < lim; j++) {
-        float e = expf(yr[j] - m);
-        yr[j] = e;
-        s += e;
-      }
-      float inv = (float)(1.0 / s);
-      for (int64_t j = 0; j < lim; j++) yr[j] *= inv;
-    }
-    for (int64_t j = lim; j < Tk; j++) yr[j] = p->log ? -INFINITY : 0.0f;
+    pv__vm_fill(yr + lim, p->log ? -INFINITY : 0.0f, Tk - lim);
   }
 }
 
@@ -126,19 +116,8 @@ static void softmax_grad_cpu(const pv_tensor *t, const pv_cpu_args *a) {
     const float *yr = y + r * Tk, *dyr = dy + r * Tk;
     float *dxr = dx + r * Tk;
     int64_t lim = p->causal ? causal_lim(t, r) : Tk;
-    double s = 0;
-    if (p->log) {
-      for (int64_t j = 0; j < lim; j++)
-        if (yr[j] != -INFINITY) s += dyr[j];
-      float fs = (float)s;
-      for (int64_t j = 0; j < lim; j++) dxr[j] = yr[j] == -INFINITY ? 0.0f : sc * (dyr[j] - expf(yr[j]) * fs);
-    } else {
-      for (int64_t j = 0; j < lim; j++)
-        if (yr[j] != 0.0f) s += (double)dyr[j] * yr[j];
-      float fs = (float)s;
-      for (int64_t j = 0; j < lim; j++) dxr[j] = yr[j] == 0.0f ? 0.0f : sc * yr[j] * (dyr[j] - fs);
-    }
-    for (int64_t j = lim; j < Tk; j++) dxr[j] = 0.0f;
+    pv__vm_softmax_grad_row(p->log, yr, dyr, dxr, sc, lim);
+    pv__vm_fill(dxr + lim, 0.0f, Tk - lim);
   }
 }
 
