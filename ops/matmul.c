@@ -8,11 +8,14 @@
  *    then pv_sum_to over broadcast batch axes. When b has no batch (a plain [K, N] / [N, K] weight) and a is a
  *    non-transposed [..., M, K], a and dy are viewed as 2-D [prod(...)·M, K] / [prod(...)·M, N] so db is one big
  *    GEMM with no reduction; the forward and da of that case are one big GEMM over all rows too.
- * CPU: OpenBLAS cblas_sgemm (row-major) straight on the arena buffers. One GEMM: OpenBLAS with the plan's thread
- * count. Batched: when the batch count >= threads, batches are split across the plan's pool with single-threaded
- * OpenBLAS; otherwise a loop of GEMMs, each with OpenBLAS threads. OpenBLAS splits M and N only (never K), so the
- * results are deterministic for a given thread count. Reference: a naive triple loop in double. */
+ * CPU: pv__sgemm (runtime/cpu/sgemm.c) straight on the arena buffers: pivot's own packed GEMM with AVX-512 or
+ * AVX2+FMA micro-kernels picked at run time, OpenBLAS cblas_sgemm on CPUs with neither (or env PIVOT_GEMM=openblas).
+ * One GEMM: M and N split over the plan's pool. Batched: when the batch count >= threads, batches are split across
+ * the pool, each GEMM single-threaded; otherwise a loop of GEMMs, each split over the pool. K is never split and
+ * every element is summed in the same order whatever the split, so the results do not depend on the thread count
+ * (with OpenBLAS: deterministic for a given thread count). Reference: a naive triple loop in double. */
 #include "common.h"
+#include "../runtime/cpu/sgemm.h"
 #include "../runtime/vulkan/vk_ops.h"
 #include <cblas.h>
 #include <limits.h>
@@ -94,20 +97,11 @@ static void mm_batch_off(const mm_batch *bt, int64_t i, int64_t *oa, int64_t *ob
   *ob = ib * bt->K * bt->N;
 }
 
-/* ------------------------------------------------------------ CPU (OpenBLAS) */
-static void blas_threads(int n) {
-  if (openblas_get_num_threads() != n) openblas_set_num_threads(n);
-}
-
-/* C[M, N] = op(A) · op(B), row-major, contiguous */
-static void sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, const float *B, float *C) {
-  if (M == 0 || N == 0) return;
-  if (K == 0) {
-    memset(C, 0, sizeof(float) * (size_t)(M * N));
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
-              1.0f, A, (int)(ta ? M : K), B, (int)(tb ? K : N), 0.0f, C, (int)N);
+/* ------------------------------------------------------------ CPU */
+/* C[M, N] = op(A) · op(B), row-major, contiguous; nth threads of the pool (a NULL: one thread) */
+static void sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, const float *B, float *C, int nth,
+                  const pv_cpu_args *a) {
+  pv__sgemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, C, N, nth, a ? a->parallel : NULL, a ? a->pool : NULL);
 }
 
 typedef struct mm_job {
@@ -115,6 +109,8 @@ typedef struct mm_job {
   int ta, tb;
   const float *A, *B;
   float *C;
+  const pv_cpu_args *a; /* NULL: each GEMM single-threaded (inside pool workers) */
+  int nth;
 } mm_job;
 
 static void mm_batches(void *arg, int ith, int nth) {
@@ -125,7 +121,7 @@ static void mm_batches(void *arg, int ith, int nth) {
   for (int64_t i = i0; i < i1; i++) {
     int64_t oa, ob;
     mm_batch_off(bt, i, &oa, &ob);
-    sgemm(j->ta, j->tb, bt->M, bt->N, bt->K, j->A + oa, j->B + ob, j->C + i * bt->M * bt->N);
+    sgemm(j->ta, j->tb, bt->M, bt->N, bt->K, j->A + oa, j->B + ob, j->C + i * bt->M * bt->N, j->nth, j->a);
   }
 }
 
@@ -141,16 +137,16 @@ static void matmul_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   int one = bt.n == 1 || (!p->ta && t->src[1]->numel == bt.K * bt.N && t->src[0]->numel == rows * bt.K &&
                           rows <= INT_MAX);
   if (one) {
-    blas_threads(nth);
-    sgemm(p->ta, p->tb, bt.n == 1 ? bt.M : rows, bt.N, bt.K, A, B, C);
+    sgemm(p->ta, p->tb, bt.n == 1 ? bt.M : rows, bt.N, bt.K, A, B, C, nth, a);
     return;
   }
-  mm_job j = {&bt, p->ta, p->tb, A, B, C};
   if (nth > 1 && bt.n >= nth && a->parallel) {
-    blas_threads(1); /* no OpenBLAS threads inside pool threads */
+    mm_job j = {&bt, p->ta, p->tb, A, B, C, NULL, 1};
+    /* the OpenBLAS fallback must not start its own threads inside the pool's */
+    if (pv__sgemm_default() == PV_GEMM_OPENBLAS && openblas_get_num_threads() != 1) openblas_set_num_threads(1);
     a->parallel(a->pool, mm_batches, &j);
   } else {
-    blas_threads(nth);
+    mm_job j = {&bt, p->ta, p->tb, A, B, C, a, nth};
     mm_batches(&j, 0, 1);
   }
 }

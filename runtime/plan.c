@@ -1,5 +1,6 @@
 /* Plans: compile a graph for a backend, write inputs, run, read outputs. */
 #include "internal.h"
+#include "cpu/sgemm.h"
 #include <cblas.h>
 
 static const pv_backend *find_backend(pv_context *ctx, const char *name, pv_status *st) {
@@ -34,6 +35,12 @@ pv_status pv_backend_describe(pv_context *ctx, const char *backend, char *buf, s
   if (!ctx || !backend || !buf) return PV_ERR_NULL;
   if (!strcmp(backend, "cpu")) {
     const char *core = openblas_get_corename();
+    int gv = pv__sgemm_default();
+    if (gv != PV_GEMM_OPENBLAS) {
+      snprintf(buf, cap, "cpu: %d threads, GEMM by pivot's %s kernels (PIVOT_GEMM=openblas: %s, core %s)",
+               ctx->threads, pv__sgemm_name(gv), openblas_get_config(), core ? core : "?");
+      return PV_OK;
+    }
     int old = core && (!strcmp(core, "Prescott") || !strcmp(core, "Core2") || !strcmp(core, "Nehalem"));
     int avx = __builtin_cpu_supports("avx2");
     snprintf(buf, cap, "cpu: %d threads, GEMM by %s (core %s)%s", ctx->threads, openblas_get_config(),

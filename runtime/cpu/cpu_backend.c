@@ -1,5 +1,5 @@
 /* CPU backend: one 64-byte aligned arena at the planner's offsets; vars use their host storage;
- * kernels run on a persistent thread pool (GEMMs go to OpenBLAS). */
+ * kernels run on a persistent thread pool (GEMMs: pivot's own kernels in sgemm.c, or OpenBLAS). */
 #include "../internal.h"
 #include "threadpool.h"
 #include <time.h>
