@@ -13,9 +13,11 @@ median over the N runs. Peak RSS is the ru_maxrss of the run's process (from wai
 Thread settings (2 cores here): PyTorch runs with OMP_NUM_THREADS = MKL_NUM_THREADS = b at process start and
 torch.set_num_threads(t) for b, t in {1, 2}; pivot with 1 and 2 threads (plan threads; OpenBLAS follows them).
 Each side's fastest setting goes into the table; all are listed below it.
-OpenBLAS core: when the OpenBLAS that pivot links picks a generic kernel on a CPU it does not know (0.3.21 takes
-Sapphire Rapids for 'Prescott', SSE3 only), pivot is also run with OPENBLAS_CORETYPE set to the CPU's real class
-(SkylakeX for AVX-512, Haswell for AVX2), in its own rows, and the GEMM table is printed for both.
+GEMM: pivot runs its own AVX-512 / AVX2 GEMM kernels where the CPU has them; it is then also run with
+PIVOT_GEMM=openblas (its fallback: the OpenBLAS it links) in its own rows. Where pivot uses OpenBLAS and that
+OpenBLAS picks a generic kernel on a CPU it does not know (0.3.21 takes Sapphire Rapids for 'Prescott', SSE3 only),
+pivot is also run with OPENBLAS_CORETYPE set to the CPU's real class (SkylakeX for AVX-512, Haswell for AVX2), in
+its own rows, and the GEMM table is printed for both.
 This script uses only the Python standard library (it runs with the system python3; torch runs in the venv).
 """
 import argparse
@@ -202,6 +204,16 @@ def torch_cmd(a, step, t):
             "--attention", a.torch_attention]
 
 
+def own_gemm(a):
+    """the variant name of pivot's own GEMM kernels (`pivot devices`: "GEMM by pivot's avx512 kernels"), or None"""
+    try:
+        out = subprocess.run([a.pivot, "devices"], capture_output=True, text=True, timeout=120, cwd=ROOT).stdout
+    except Exception:  # noqa: BLE001
+        return None
+    m = re.search(r"GEMM by pivot's (\S+) kernels", out)
+    return m.group(1) if m else None
+
+
 def vulkan_status(a):
     """(available, the vulkan line of `pivot devices`)"""
     try:
@@ -240,18 +252,23 @@ def main():
     # pivot's OpenBLAS: the core it picks, and whether to add rows with the CPU's real class
     lib = openblas_path(a.pivot)
     core = openblas_core(lib, base_env)
-    want = cpu_class() if a.openblas_core == "auto" else (None if a.openblas_core == "none" else a.openblas_core)
-    extra_core = want if (want and core and want.lower() != core.lower()) else None
-    blas_variants = [("", None)]
-    if extra_core:
-        blas_variants.append((", OPENBLAS_CORETYPE=%s" % extra_core, extra_core))
+    own = own_gemm(a)
+    blas_variants = [("", None)]  # (row suffix, (env var, value) or None)
+    extra_core = None
+    if own:  # pivot's own GEMM kernels: extra rows with its OpenBLAS fallback
+        blas_variants.append((", PIVOT_GEMM=openblas", ("PIVOT_GEMM", "openblas")))
+    else:
+        want = cpu_class() if a.openblas_core == "auto" else (None if a.openblas_core == "none" else a.openblas_core)
+        extra_core = want if (want and core and want.lower() != core.lower()) else None
+        if extra_core:
+            blas_variants.append((", OPENBLAS_CORETYPE=%s" % extra_core, ("OPENBLAS_CORETYPE", extra_core)))
 
     configs, groups = [], []  # groups: (row label, step, [configs])
     for st in kinds:
         for suffix, ct in blas_variants:
             env = dict(base_env)
             if ct:
-                env["OPENBLAS_CORETYPE"] = ct
+                env[ct[0]] = ct[1]
             grp = []
             for t in threads:
                 c = Config("pivot cpu %s, %d thread%s%s" % (st, t, "s" if t > 1 else "", suffix),
@@ -271,8 +288,10 @@ def main():
             groups.append(("torch", st, grp))
 
     log("bench: %d runs x (%d warm-up + %d timed steps) per configuration, %d configurations, interleaved; "
-        "pivot's OpenBLAS core: %s%s" % (a.runs, a.warmup, a.steps, len(configs), core or "?",
-                                         (" (also run with OPENBLAS_CORETYPE=%s)" % extra_core) if extra_core else ""))
+        "pivot's GEMM: %s%s" % (a.runs, a.warmup, a.steps, len(configs),
+                                ("pivot's %s kernels (also run with PIVOT_GEMM=openblas, OpenBLAS core %s)" % (own, core))
+                                if own else "OpenBLAS core %s" % (core or "?"),
+                                (" (also run with OPENBLAS_CORETYPE=%s)" % extra_core) if extra_core else ""))
     t_all = time.perf_counter()
     load0 = os.getloadavg()
     for r in range(a.runs):
@@ -300,11 +319,13 @@ def main():
     # GEMM tables
     gemm = []
     if not a.no_gemm:
-        for suffix, ct in blas_variants:
+        for suffix, ct in (blas_variants[:1] if own else blas_variants):  # bench_gemm shows both sides itself
             env = dict(base_env)
             if ct:
-                env["OPENBLAS_CORETYPE"] = ct
-            title = "OpenBLAS core %s" % (ct or core or "?") + (" (OPENBLAS_CORETYPE)" if ct else " (as detected)")
+                env[ct[0]] = ct[1]
+            title = ("GEMM by pivot's %s kernels, OpenBLAS core %s" % (own, core or "?")) if own else \
+                ("OpenBLAS core %s" % ((ct[1] if ct else None) or core or "?") +
+                 (" (OPENBLAS_CORETYPE)" if ct else " (as detected)"))
             if os.access(a.gemm, os.X_OK):
                 log("bench_gemm --quick (%s)" % title)
                 p = subprocess.run([a.gemm, "--quick"], capture_output=True, text=True, cwd=ROOT, env=env)
@@ -329,7 +350,7 @@ def main():
         for suffix, ct in blas_variants:
             grp = next(g for lab, s, g in groups if lab == "pivot" + suffix and s == st)
             pb = best(grp)
-            name = st.upper() + (" (OPENBLAS_CORETYPE=%s)" % ct if ct else "")
+            name = st.upper() + (" (%s=%s)" % ct if ct else "")
             if pb is None:
                 err = next((c.error for c in grp if c.error), "no runs")
                 print("| %s | failed: %s | | | | |" % (name, err))
@@ -367,7 +388,7 @@ def main():
             pb = max((c for c in grp if c.runs), key=lambda c: c.best_sps(), default=None)
             if pb is None:
                 continue
-            name = st.upper() + (" (OPENBLAS_CORETYPE=%s)" % ct if ct else "")
+            name = st.upper() + (" (%s=%s)" % ct if ct else "")
             pcol = "%.2f (%d thread%s)" % (pb.best_sps(), pb.threads, "s" if pb.threads > 1 else "")
             if tb:
                 print("| %s | %s | %.2f (BLAS/OMP %d, set_num_threads %d) | %.2fx |" % (

@@ -120,11 +120,12 @@ norm:set_name("grad_norm")
 norm:mark_output()
 local coef = 1 / (norm:scale(1 / SHAPE.max_grad_norm):add_scalar(-1):relu():add_scalar(1)) -- min(1, max/norm)
 local nparams = 0
+local hyper_c = pv.concat({hyper, coef}, 0) -- the clip coefficient as AdamW's 7th hyper entry (scales the gradient)
 for _, it in ipairs(items) do
   local v = it.p.var
   local m = ctx:var("adamw.m." .. v.name, v.shape)
   local s = ctx:var("adamw.v." .. v.name, v.shape)
-  g:adamw(it.node, it.grad * coef, m, s, hyper, 1, SHAPE.weight_decay)
+  g:adamw(it.node, it.grad, m, s, hyper_c, 1, SHAPE.weight_decay)
   nparams = nparams + v.numel
 end
 

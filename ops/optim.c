@@ -1,12 +1,14 @@
 /* Updates: side effects on variables (PV_OPF_UPDATE: scheduled after every other node, always kept, not
  * differentiable). Each returns a [1] f32 token (0).
- *  adamw(param, grad, m, v, hyper) with hyper = (lr, beta1, beta2, eps, bc1 = 1 - beta1^t, bc2 = 1 - beta2^t),
- *        per group lr_scale, wd; as torch.optim.AdamW (single tensor), scalars in float64, tensor math in f32:
+ *  adamw(param, grad, m, v, hyper) with hyper = (lr, beta1, beta2, eps, bc1 = 1 - beta1^t, bc2 = 1 - beta2^t
+ *        [, gscale]), per group lr_scale, wd; as torch.optim.AdamW (single tensor), scalars in float64, tensor
+ *        math in f32. With the optional 7th entry the gradient is first scaled, g ← g·gscale in f32 (global-norm
+ *        clipping's coefficient, folded in: the same numbers as a separate multiply, one pass less over g):
  *          lr' = lr·lr_scale;  p ← p·(1 - lr'·wd);  m ← lerp(m, g, 1 - beta1);  v ← v·beta2 + (1 - beta2)·g·g;
  *          p ← p + (-lr'/bc1)·m / (sqrt(v)/sqrt(bc2) + eps).
  *        lerp(m, g, w) = m + w·(g - m) when |w| < 0.5, else g - (g - m)·(1 - w) (as ATen).
  *  assign(dst, value[, factor]): dst ← value·factor, or dst ← dst + value·factor (accumulate); factor [1] or 1.
- * Shapes: param, m, v, dst: f32 var-nodes of one shape; grad, value: f32 of that shape; hyper: 6 f32. */
+ * Shapes: param, m, v, dst: f32 var-nodes of one shape; grad, value: f32 of that shape; hyper: 6 or 7 f32. */
 #include "common.h"
 #include "../runtime/cpu/vmath.h"
 #include "../runtime/vulkan/vk_ops.h"
@@ -78,8 +80,10 @@ static pv_status adamw_shape(pv_tensor *t) {
         return PV_FAIL(t, PV_ERR_INVALID, "adamw: %s and %s are the same variable '%s'", what[i], what[j],
                        pv_tensor_name(t->src[i]));
   char b[128];
-  if (h->dtype != PV_F32 || h->numel != 6)
-    return PV_FAIL(t, PV_ERR_SHAPE, "adamw: hyper '%s' is %s %s, expected f32 [6] (lr, beta1, beta2, eps, bc1, bc2)",
+  if (h->dtype != PV_F32 || (h->numel != 6 && h->numel != 7))
+    return PV_FAIL(t, PV_ERR_SHAPE,
+                   "adamw: hyper '%s' is %s %s, expected f32 [6] (lr, beta1, beta2, eps, bc1, bc2) or [7] (and a "
+                   "gradient scale)",
                    pv_tensor_name(h), pv_dtype_name(h->dtype), PV_SHAPESTR(b, h));
   return token_shape(t);
 }
@@ -104,9 +108,17 @@ static adamw_s adamw_scalars(const adamw_p *p, double lr, double b1, double b2, 
 static void adamw_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   const float *h = a->src[4];
   adamw_s s = adamw_scalars(PV_CPARAMS(adamw_p, t), h[0], h[1], h[2], h[3], h[4], h[5]);
-  pv_vm_adamw f = {(float)s.decay,    (float)s.w1,       (float)s.b2,  (float)s.c2,
-                   (float)s.neg_step, (float)s.bc2_sqrt, (float)s.eps, 0};
-  f.small = fabsf(f.w1) < 0.5f;
+  int scaled = t->src[4]->numel == 7;
+  pv_vm_adamw f = {.decay = (float)s.decay,
+                   .w1 = (float)s.w1,
+                   .b2 = (float)s.b2,
+                   .c2 = (float)s.c2,
+                   .neg_step = (float)s.neg_step,
+                   .bc2_sqrt = (float)s.bc2_sqrt,
+                   .eps = (float)s.eps,
+                   .small = fabsf((float)s.w1) < 0.5f,
+                   .scaled = scaled,
+                   .gscale = scaled ? h[6] : 1.0f};
   float *p = a->srcw[0], *m = a->srcw[2], *v = a->srcw[3];
   const float *g = a->src[1];
   int64_t i0, i1;
@@ -123,8 +135,9 @@ static void adamw_ref(const pv_tensor *t, double *y, const double *const *src, d
   adamw_s s = adamw_scalars(PV_CPARAMS(adamw_p, t), h[0], h[1], h[2], h[3], h[4], h[5]);
   double *p = w[0], *m = w[2], *v = w[3];
   const double *g = src[1];
+  double gs = t->src[4]->numel == 7 ? h[6] : 1.0;
   for (int64_t i = 0; i < t->src[0]->numel; i++) {
-    double pi = p[i], gi = g[i], mi = m[i], vi = v[i];
+    double pi = p[i], gi = g[i] * gs, mi = m[i], vi = v[i];
     pi *= s.decay;
     mi = mi + s.w1 * (gi - mi);
     vi = vi * s.b2 + s.c2 * gi * gi;
@@ -153,13 +166,21 @@ static int adamw_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
   pv_vk_push(d, (uint32_t)n);
   push_df(d, p->lr_scale);
   push_df(d, p->wd);
+  pv_vk_push(d, t->src[4]->numel == 7);   /* hyper[6]: a gradient scale */
   pv_vk_grid(d, n > 0 ? n : 1, PV_VK_WG); /* the token is written even for an empty param */
   d->work = 16.0 * (double)n;
   return 1;
 }
 
-const pv_op_def pv_op_adamw = {.name = "adamw", .min_src = 5, .max_src = 5, .flags = PV_OPF_UPDATE, .nodiff = 0x1fu,
-                               .shape = adamw_shape, .cpu = adamw_cpu, .ref = adamw_ref, .vk = adamw_vk};
+const pv_op_def pv_op_adamw = {.name = "adamw",
+                               .min_src = 5,
+                               .max_src = 5,
+                               .flags = PV_OPF_UPDATE,
+                               .nodiff = 0x1fu,
+                               .shape = adamw_shape,
+                               .cpu = adamw_cpu,
+                               .ref = adamw_ref,
+                               .vk = adamw_vk};
 
 pv_tensor *pv_adamw(pv_graph *g, pv_tensor *param, pv_tensor *grad, pv_tensor *m, pv_tensor *v, pv_tensor *hyper,
                     double lr_scale, double weight_decay) {
@@ -189,11 +210,14 @@ static void assign_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   if (t->nsrc == 3) {
     const float f = *(const float *)a->src[2];
     if (acc)
-      for (int64_t i = i0; i < i1; i++) d[i] = d[i] + x[i] * f;
+      for (int64_t i = i0; i < i1; i++)
+        d[i] = d[i] + x[i] * f;
     else
-      for (int64_t i = i0; i < i1; i++) d[i] = x[i] * f;
+      for (int64_t i = i0; i < i1; i++)
+        d[i] = x[i] * f;
   } else if (acc) {
-    for (int64_t i = i0; i < i1; i++) d[i] = d[i] + x[i];
+    for (int64_t i = i0; i < i1; i++)
+      d[i] = d[i] + x[i];
   } else if (d != x) {
     memmove(d + i0, x + i0, sizeof(float) * (size_t)(i1 - i0));
   }
@@ -203,7 +227,8 @@ static void assign_ref(const pv_tensor *t, double *y, const double *const *s, do
   (void)err;
   int acc = PV_CPARAMS(assign_p, t)->accumulate;
   double f = t->nsrc == 3 ? s[2][0] : 1.0, *d = w[0];
-  for (int64_t i = 0; i < t->src[0]->numel; i++) d[i] = acc ? d[i] + s[1][i] * f : s[1][i] * f;
+  for (int64_t i = 0; i < t->src[0]->numel; i++)
+    d[i] = acc ? d[i] + s[1][i] * f : s[1][i] * f;
   y[0] = 0;
 }
 /* Vulkan (shaders/assign.comp): dst (a var source) bound read-write and updated in place. */
@@ -218,8 +243,15 @@ static int assign_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
   d->work = (double)n;
   return 1;
 }
-const pv_op_def pv_op_assign = {.name = "assign", .min_src = 2, .max_src = 3, .flags = PV_OPF_UPDATE, .nodiff = 0x7u,
-                                .shape = assign_shape, .cpu = assign_cpu, .ref = assign_ref, .vk = assign_vk};
+const pv_op_def pv_op_assign = {.name = "assign",
+                                .min_src = 2,
+                                .max_src = 3,
+                                .flags = PV_OPF_UPDATE,
+                                .nodiff = 0x7u,
+                                .shape = assign_shape,
+                                .cpu = assign_cpu,
+                                .ref = assign_ref,
+                                .vk = assign_vk};
 
 pv_tensor *pv_assign(pv_graph *g, pv_tensor *dst, pv_tensor *value, pv_tensor *factor, int accumulate) {
   assign_p p = {accumulate ? 1 : 0};

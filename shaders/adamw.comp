@@ -5,8 +5,8 @@
 // hyper tensor, then per element the CPU kernel's f32 operations in its order (no FMA contraction, correctly rounded
 // sqrt and division), so the results agree with the CPU to the last bit or so. Each invocation reads all four
 // operands of its element before writing (grad may alias another operand).
-// bindings: 0 token, 1 param, 2 grad, 3 m, 4 v, 5 hyper (lr, beta1, beta2, eps, bc1, bc2)
-// push: 0 n, 1/2 lr_scale (hi, lo), 3/4 weight decay (hi, lo)
+// bindings: 0 token, 1 param, 2 grad, 3 m, 4 v, 5 hyper (lr, beta1, beta2, eps, bc1, bc2[, gscale])
+// push: 0 n, 1/2 lr_scale (hi, lo), 3/4 weight decay (hi, lo), 5: 1 when hyper[6] scales the gradient (in f32)
 layout(local_size_x = PV_WG) in;
 layout(std430, binding = 0) writeonly buffer Tok { float tok[]; };
 layout(std430, binding = 1) buffer P { float p[]; };
@@ -25,6 +25,7 @@ void main() {
   precise float neg_step = -df_div_f(lr_eff, h[4]).x;
   precise float bc2_sqrt = pv_sqrt_rn(h[5]);
   precise float pi = p[i], gi = g[i], mi = m[i], vi = v[i];
+  if (pc.u[5] != 0u) gi = gi * h[6];
   pi = pi * decay;
   if (abs(w1) < 0.5) mi = mi + w1 * (gi - mi);
   else mi = gi - (gi - mi) * (1.0 - w1);

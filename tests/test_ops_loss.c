@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define IN(nd, ...) {nd, {__VA_ARGS__}, OC_NORMAL, 0, 1, 1, 0}
-#define INS(std, nd, ...) {nd, {__VA_ARGS__}, OC_NORMAL, 0, std, 1, 0}
+#define IN(nd, ...)                                                                                                    \
+  { nd, {__VA_ARGS__}, OC_NORMAL, 0, 1, 1, 0 }
+#define INS(std, nd, ...)                                                                                              \
+  { nd, {__VA_ARGS__}, OC_NORMAL, 0, std, 1, 0 }
 
 /* Labels for oc_check. The harness writes every input as f64; where the runtime refuses f64 data for an id input,
  * the labels come from a float input cast to ids instead (same values: ids [lo, hi) with ignore_index lo become
@@ -108,7 +110,8 @@ static void test_tlp_hand(void) {
       CHECK(fabs(d[9] + 1.0 / 3) < 1e-6 && fabs(d[10] - 2.0 / 3) < 1e-6, "hand %s: grad row 3 %g %g", be[b], d[9],
             d[10]);
       double s = 0;
-      for (int j = 0; j < 12; j++) s += d[j];
+      for (int j = 0; j < 12; j++)
+        s += d[j];
       CHECK(fabs(s) < 1e-6, "hand %s: gradient rows do not sum to 0 (%g)", be[b], s);
     }
     pv_plan_free(p);
@@ -191,8 +194,10 @@ static void test_tlp_threads(void) {
   pv_tensor *gx = pv_grad(g, x);
   float *xv = malloc(sizeof(float) * N * V), *d1 = malloc(sizeof(float) * N * V), *d3 = malloc(sizeof(float) * N * V);
   int32_t lv[N];
-  for (int i = 0; i < N * V; i++) xv[i] = (float)sin(0.37 * i) * 4;
-  for (int i = 0; i < N; i++) lv[i] = i == 5 ? -1 : (i * 977) % V;
+  for (int i = 0; i < N * V; i++)
+    xv[i] = (float)sin(0.37 * i) * 4;
+  for (int i = 0; i < N; i++)
+    lv[i] = i == 5 ? -1 : (i * 977) % V;
   float y1[N], y3[N];
   int ok = 1;
   for (int k = 0; k < 2; k++) {
@@ -208,7 +213,8 @@ static void test_tlp_threads(void) {
   if (ok) {
     CHECK(!memcmp(d1, d3, sizeof(float) * N * V) && !memcmp(y1, y3, sizeof y1), "threads: 1 vs 3 threads differ");
     double s = 0;
-    for (int j = 0; j < V; j++) s += d1[7 * V + j];
+    for (int j = 0; j < V; j++)
+      s += d1[7 * V + j];
     CHECK(fabs(s) < 1e-5, "threads: a gradient row sums to %g", s);
   }
   free(xv);
@@ -248,8 +254,10 @@ static void adamw_step_d(int64_t n, double *p, const double *g, double *m, doubl
 /* max |a - b| relative to |b|, floored at 1e-3 of the largest |b| */
 static double maxrel(const float *a, const double *b, int64_t n) {
   double mx = 0, e = 0;
-  for (int64_t i = 0; i < n; i++) mx = fmax(mx, fabs(b[i]));
-  for (int64_t i = 0; i < n; i++) e = fmax(e, fabs(a[i] - b[i]) / fmax(fabs(b[i]), 1e-3 * mx + 1e-30));
+  for (int64_t i = 0; i < n; i++)
+    mx = fmax(mx, fabs(b[i]));
+  for (int64_t i = 0; i < n; i++)
+    e = fmax(e, fabs(a[i] - b[i]) / fmax(fabs(b[i]), 1e-3 * mx + 1e-30));
   return e;
 }
 
@@ -284,8 +292,8 @@ static void test_adamw(void) {
     pv_tensor *G = gr[k].grad_kind == 0   ? pv_use_var(g, vg[k])
                    : gr[k].grad_kind == 1 ? (gin[k] = pv_input(g, "grad", PV_F32, 1, &gr[k].n))
                                           : pv_fill(g, 0.0, 1, &gr[k].n);
-    tok[k] = pv_adamw(g, pv_use_var(g, vp[k]), G, pv_use_var(g, vm[k]), pv_use_var(g, vv[k]), H, gr[k].lr_scale,
-                      gr[k].wd);
+    tok[k] =
+        pv_adamw(g, pv_use_var(g, vp[k]), G, pv_use_var(g, vm[k]), pv_use_var(g, vv[k]), H, gr[k].lr_scale, gr[k].wd);
   }
   CHECK(pv_graph_status(g) == PV_OK && pv_tensor_numel(tok[0]) == 1 && !strcmp(pv_tensor_op(tok[0]), "adamw"),
         "adamw: build: %s", pv_graph_error(g));
@@ -296,7 +304,8 @@ static void test_adamw(void) {
       int64_t n = gr[k].n;
       P[k] = malloc(sizeof(double) * (size_t)n), M[k] = calloc((size_t)n, sizeof(double));
       V[k] = calloc((size_t)n, sizeof(double)), Gd[k] = malloc(sizeof(double) * (size_t)n);
-      for (int64_t i = 0; i < n; i++) P[k][i] = (double)(float)cos(0.9 * (double)i + k);
+      for (int64_t i = 0; i < n; i++)
+        P[k][i] = (double)(float)cos(0.9 * (double)i + k);
       pv_var_write(vp[k], PV_F64, P[k], n);
       pv_var_fill(vm[k], 0);
       pv_var_fill(vv[k], 0);
@@ -310,7 +319,8 @@ static void test_adamw(void) {
       hyper_at(step, h);
       ok &= pv_plan_write(p, H, PV_F32, h, 6) == PV_OK;
       for (int k = 0; k < NG; k++) {
-        for (int64_t i = 0; i < gr[k].n; i++) Gd[k][i] = grad_value(gr[k].grad_kind, step, i);
+        for (int64_t i = 0; i < gr[k].n; i++)
+          Gd[k][i] = grad_value(gr[k].grad_kind, step, i);
         if (gr[k].grad_kind == 0) ok &= pv_var_write(vg[k], PV_F64, Gd[k], gr[k].n) == PV_OK;
         if (gr[k].grad_kind == 1) ok &= pv_plan_write(p, gin[k], PV_F64, Gd[k], gr[k].n) == PV_OK;
         adamw_step_d(gr[k].n, P[k], Gd[k], M[k], V[k], h, gr[k].lr_scale, gr[k].wd);
@@ -335,7 +345,8 @@ static void test_adamw(void) {
         if (gr[k].grad_kind == 2) { /* zero gradient: weight decay only */
           pv_var_read(vp[k], PV_F32, a, n);
           double f = 1, dmax = 0;
-          for (int s = 1; s <= STEPS; s++) f *= 1 - 0.05 * gr[k].lr_scale * gr[k].wd;
+          for (int s = 1; s <= STEPS; s++)
+            f *= 1 - 0.05 * gr[k].lr_scale * gr[k].wd;
           for (int64_t i = 0; i < n; i++) {
             double p0 = (double)(float)cos(0.9 * (double)i + k);
             dmax = fmax(dmax, fabs(a[i] - p0 * f) / fabs(p0));
@@ -346,7 +357,8 @@ static void test_adamw(void) {
       }
     }
     pv_plan_free(p);
-    for (int k = 0; k < NG; k++) free(P[k]), free(M[k]), free(V[k]), free(Gd[k]);
+    for (int k = 0; k < NG; k++)
+      free(P[k]), free(M[k]), free(V[k]), free(Gd[k]);
   }
   pv_graph_free(g);
   pv_context_free(ctx);
@@ -381,8 +393,9 @@ static void test_adamw_errors(void) {
             contains(pv_graph_error(g), "same variable"),
         "adamw m == v: '%s'", pv_graph_error(g));
   pv_graph_clear_error(g);
-  CHECK(pv_adamw(g, pv_use_var(g, p), pv_input(g, "g5", PV_F32, 1, &s5), pv_use_var(g, m), pv_use_var(g, v), H, 1,
-                 0) == NULL && contains(pv_graph_error(g), "grad"),
+  CHECK(pv_adamw(g, pv_use_var(g, p), pv_input(g, "g5", PV_F32, 1, &s5), pv_use_var(g, m), pv_use_var(g, v), H, 1, 0) ==
+                NULL &&
+            contains(pv_graph_error(g), "grad"),
         "adamw grad shape: '%s'", pv_graph_error(g));
   pv_graph_clear_error(g);
   CHECK(pv_adamw(g, pv_use_var(g, p), x, pv_use_var(g, m), pv_use_var(g, v), H, 1, 0) != NULL, "adamw valid: '%s'",
@@ -402,13 +415,14 @@ static void test_assign(void) {
   pv_graph *g = pv_graph_new(ctx);
   pv_tensor *val = pv_input(g, "value", PV_F32, 2, sh), *fac = pv_input(g, "factor", PV_F32, 1, &one);
   pv_tensor *A = pv_use_var(g, va), *B = pv_use_var(g, vb), *C = pv_use_var(g, vc);
-  pv_tensor *t1 = pv_assign(g, A, val, NULL, 0);      /* a = value */
-  pv_tensor *t2 = pv_assign(g, B, val, fac, 1);       /* b += value * factor */
+  pv_tensor *t1 = pv_assign(g, A, val, NULL, 0);              /* a = value */
+  pv_tensor *t2 = pv_assign(g, B, val, fac, 1);               /* b += value * factor */
   pv_tensor *t3 = pv_assign(g, C, pv_scale(g, A, 2), fac, 0); /* c = (2 a) * factor, a read before the update */
   CHECK(t1 && t2 && t3 && pv_tensor_numel(t1) == 1, "assign: build: %s", pv_graph_error(g));
   const char *be[2] = {"cpu", "ref"};
   float x[12], f = -0.5f;
-  for (int i = 0; i < 12; i++) x[i] = (float)i * 0.25f - 1;
+  for (int i = 0; i < 12; i++)
+    x[i] = (float)i * 0.25f - 1;
   for (int b = 0; b < 2; b++) {
     pv_var_fill(va, 3);
     pv_var_fill(vb, 1);
@@ -469,7 +483,8 @@ static void test_train(void) {
   CHECK(pv_graph_status(g) == PV_OK, "train: build: %s", pv_graph_error(g));
   int32_t lab[N] = {1, -100, 8, 0, 4, 4};
   float init[N * V], final[2][N * V];
-  for (int i = 0; i < N * V; i++) init[i] = (float)(0.1 * sin(2.1 * i));
+  for (int i = 0; i < N * V; i++)
+    init[i] = (float)(0.1 * sin(2.1 * i));
   const char *be[2] = {"cpu", "ref"};
   for (int b = 0; b < 2; b++) {
     pv_var_write(w, PV_F32, init, N * V);
@@ -492,11 +507,91 @@ static void test_train(void) {
     pv_plan_free(p);
   }
   double e = 0;
-  for (int i = 0; i < N * V; i++) e = fmax(e, fabs(final[0][i] - final[1][i]));
+  for (int i = 0; i < N * V; i++)
+    e = fmax(e, fabs(final[0][i] - final[1][i]));
   CHECK(e < 1e-5, "train: cpu vs ref parameters differ by %g", e);
   double decay = pow(1 - 0.05 * 0.01, STEPS), er = 0; /* the ignored row only decays */
-  for (int j = 0; j < V; j++) er = fmax(er, fabs(final[0][V + j] - init[V + j] * decay));
+  for (int j = 0; j < V; j++)
+    er = fmax(er, fabs(final[0][V + j] - init[V + j] * decay));
   CHECK(er < 1e-7, "train: ignored row moved by %g", er);
+  pv_graph_free(g);
+  pv_context_free(ctx);
+}
+
+/* adamw with a 7-entry hyper (gradient scale folded in) == adamw of the separately scaled gradient: bitwise on the
+ * CPU and on Vulkan (same f32 multiply), within float rounding on the float64 reference */
+static void test_adamw_gscale(void) {
+  enum { N = 1003 };
+  const char *be[3] = {"cpu", "ref", "vulkan"};
+  for (int b = 0; b < 3; b++) {
+    pv_context *ctx = pv_context_new();
+    if (b == 2 && !pv_backend_available(ctx, "vulkan", NULL)) {
+      pv_context_free(ctx);
+      continue;
+    }
+    int64_t n = N, six = 6, one = 1;
+    pv_var *vp[2], *vm[2], *vv[2];
+    for (int k = 0; k < 2; k++) {
+      char nm[32];
+      snprintf(nm, sizeof nm, "p%d", k);
+      pv_var_new(ctx, nm, PV_F32, 1, &n, &vp[k]);
+      snprintf(nm, sizeof nm, "m%d", k);
+      pv_var_new(ctx, nm, PV_F32, 1, &n, &vm[k]);
+      snprintf(nm, sizeof nm, "v%d", k);
+      pv_var_new(ctx, nm, PV_F32, 1, &n, &vv[k]);
+    }
+    pv_graph *g = pv_graph_new(ctx);
+    pv_tensor *H = pv_input(g, "hyper", PV_F32, 1, &six), *G = pv_input(g, "grad", PV_F32, 1, &n);
+    pv_tensor *C = pv_input(g, "coef", PV_F32, 1, &one);
+    pv_tensor *cat[2] = {H, C};
+    pv_tensor *H7 = pv_concat(g, 2, cat, 0);
+    pv_adamw(g, pv_use_var(g, vp[0]), pv_mul(g, G, C), pv_use_var(g, vm[0]), pv_use_var(g, vv[0]), H, 1.0, 0.1);
+    pv_adamw(g, pv_use_var(g, vp[1]), G, pv_use_var(g, vm[1]), pv_use_var(g, vv[1]), H7, 1.0, 0.1);
+    float gv[N], pv0[N];
+    for (int i = 0; i < N; i++)
+      gv[i] = (float)sin(0.37 * i) * 3.0f, pv0[i] = (float)cos(0.91 * i);
+    for (int k = 0; k < 2; k++) {
+      pv_var_write(vp[k], PV_F32, pv0, n);
+      pv_var_fill(vm[k], 0);
+      pv_var_fill(vv[k], 0);
+    }
+    pv_plan_options o = {be[b], 2, -1, 0};
+    pv_plan *p = NULL;
+    int ok = pv_graph_status(g) == PV_OK && pv_plan_compile(g, &o, &p) == PV_OK;
+    for (int step = 1; ok && step <= 3; step++) {
+      float h[6], c = 0.3f + 0.2f * (float)step;
+      hyper_at(step, h);
+      ok = pv_plan_write(p, H, PV_F32, h, 6) == PV_OK && pv_plan_write(p, G, PV_F32, gv, n) == PV_OK &&
+           pv_plan_write(p, C, PV_F32, &c, 1) == PV_OK && pv_plan_run(p) == PV_OK;
+    }
+    CHECK(ok, "adamw gscale %s: %s", be[b], pv_last_error(ctx));
+    if (ok) {
+      float a[2][N];
+      double worst = 0;
+      for (int k = 0; k < 2; k++)
+        pv_var_read(vp[k], PV_F32, a[k], n);
+      for (int i = 0; i < N; i++)
+        worst = fmax(worst, fabs((double)a[0][i] - a[1][i]) / fmax(fabs(a[0][i]), 1e-6));
+      CHECK(b == 1 ? worst <= 1e-6 : worst == 0, "adamw gscale %s: 7-entry hyper vs scaled gradient: rel diff %.3g",
+            be[b], worst);
+      printf("ok   adamw with the gradient scale in hyper[6] (%s): rel diff %.3g\n", be[b], worst);
+    }
+    pv_plan_free(p);
+    pv_graph_free(g);
+    pv_context_free(ctx);
+  }
+  /* a hyper of another size is refused with the op's name */
+  pv_context *ctx = pv_context_new();
+  pv_var *vp, *vm, *vv;
+  int64_t n = 4, five = 5;
+  pv_var_new(ctx, "p", PV_F32, 1, &n, &vp);
+  pv_var_new(ctx, "m", PV_F32, 1, &n, &vm);
+  pv_var_new(ctx, "v", PV_F32, 1, &n, &vv);
+  pv_graph *g = pv_graph_new(ctx);
+  pv_tensor *t = pv_adamw(g, pv_use_var(g, vp), pv_input(g, "g", PV_F32, 1, &n), pv_use_var(g, vm), pv_use_var(g, vv),
+                          pv_input(g, "h", PV_F32, 1, &five), 1.0, 0.0);
+  CHECK(!t && pv_graph_status(g) == PV_ERR_SHAPE && strstr(pv_graph_error(g), "adamw: hyper"),
+        "adamw: hyper [5] refused: %s", pv_graph_error(g));
   pv_graph_free(g);
   pv_context_free(ctx);
 }
@@ -528,6 +623,7 @@ int main(void) {
   test_tlp_errors();
   test_tlp_threads();
   test_adamw();
+  test_adamw_gscale();
   test_adamw_errors();
   test_assign();
   test_train();

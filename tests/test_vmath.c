@@ -380,13 +380,13 @@ static void test_arrays(int maxl) {
       CHECK(!memcmp(xx, r, sizeof(float) * 2 * (size_t)n), "rope_pairs (%s) n=%d", ln, n);
     }
     /* AdamW: bitwise the scalar update, both lerp branches */
-    for (int sm = 0; sm < 2; sm++) {
-      pv_vm_adamw h = {0.999f, sm ? 0.1f : 0.75f, 0.999f, 0.001f, -1e-3f, 0.3f, 1e-8f, sm};
+    for (int sm = 0; sm < 4; sm++) { /* bit 0: lerp branch; bit 1: gradient scale */
+      pv_vm_adamw h = {0.999f, sm & 1 ? 0.1f : 0.75f, 0.999f, 0.001f, -1e-3f, 0.3f, 1e-8f, sm & 1, sm >> 1, 0.7f};
       for (int i = 0; i < M; i++)
         pp[i] = p2[i] = a[i], mm[i] = m2[i] = w[i] * 0.1f, vv[i] = v2[i] = b[i] * 0.01f;
       pv__vm_adamw(pp, b, mm, vv, M - 3, &h);
       for (int i = 0; i < M - 3; i++) {
-        float pi = p2[i], gi = b[i], mi = m2[i], vi = v2[i];
+        float pi = p2[i], gi = h.scaled ? b[i] * h.gscale : b[i], mi = m2[i], vi = v2[i];
         pi = pi * h.decay;
         mi = h.small ? mi + h.w1 * (gi - mi) : gi - (gi - mi) * (1.0f - h.w1);
         vi = vi * h.b2;

@@ -87,7 +87,9 @@ void pv__vm_rope_pairs(const float *x, float *y, const float *c, const float *s,
 /* AdamW on n elements (ops/optim.c has the math; f32 scalars, same operation order as the scalar loop) */
 typedef struct {
   float decay, w1, b2, c2, neg_step, bc2_sqrt, eps;
-  int small; /* |w1| < 0.5: m + w1·(g - m), else g - (g - m)·(1 - w1) */
+  int small;  /* |w1| < 0.5: m + w1·(g - m), else g - (g - m)·(1 - w1) */
+  int scaled; /* g·gscale (f32) first */
+  float gscale;
 } pv_vm_adamw;
 void pv__vm_adamw(float *p, const float *g, float *m, float *v, int64_t n, const pv_vm_adamw *s);
 #endif

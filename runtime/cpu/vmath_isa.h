@@ -644,6 +644,7 @@ INL void F(adamw_step)(float *p, const float *g, float *m, float *v, int64_t o, 
   int full = rem >= N;
   VF pi = full ? F(ld)(p + o) : F(ldp)(p + o, rem, 0.0f), gi = full ? F(ld)(g + o) : F(ldp)(g + o, rem, 0.0f);
   VF mi = full ? F(ld)(m + o) : F(ldp)(m + o, rem, 0.0f), vi = full ? F(ld)(v + o) : F(ldp)(v + o, rem, 0.0f);
+  if (s->scaled) gi = gi * s->gscale;
   pi = pi * s->decay;
   mi = s->small ? mi + s->w1 * (gi - mi) : gi - (gi - mi) * (1.0f - s->w1);
   vi = vi * s->b2;

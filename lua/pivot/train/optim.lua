@@ -205,19 +205,18 @@ function Opt:add_updates(g, hyper, opts)
     coef = M.clip_coef(norm, mx)
     coef:set_name("clip_coef")
   end
+  -- the clip coefficient rides in AdamW's hyper tensor as its 7th entry (the op scales the gradient in f32, the same
+  -- numbers as a separate multiply, without a pass over every gradient)
+  local hyper_c = (coef and not opts.scale_in_place) and pv.concat({hyper, coef}, 0) or hyper
   for _, it in ipairs(items) do
     local e = it.e
     local gr = it.grad
-    if coef then
-      if opts.scale_in_place then
-        -- gr is a var-node (an accumulator): scale it in place by an update that runs before the AdamW below
-        -- (updates run in creation order), so no temporary of the params' size is needed
-        g:assign(gr, gr, coef, false)
-      else
-        gr = gr * coef -- in place of the gradient's buffer when the planner can (its last use)
-      end
+    if coef and opts.scale_in_place then
+      -- gr is a var-node (an accumulator): scale it in place by an update that runs before the AdamW below
+      -- (updates run in creation order), so no temporary of the params' size is needed
+      g:assign(gr, gr, coef, false)
     end
-    g:adamw(e.var, gr, e.m, e.v, hyper, e.lr_scale, e.wd)
+    g:adamw(e.var, gr, e.m, e.v, hyper_c, e.lr_scale, e.wd)
   end
   return norm, #items
 end
