@@ -2,6 +2,7 @@
 #include "opcheck.h"
 #include "testutil.h"
 #include <stdio.h>
+#include <string.h>
 
 #define IN(nd, ...) {nd, {__VA_ARGS__}, OC_NORMAL, 0, 1, 1, 0}
 #define INU(lo, hi, nd, ...) {nd, {__VA_ARGS__}, OC_UNIFORM, lo, hi, 1, 0}
@@ -13,6 +14,11 @@ static pv_tensor *b_div(pv_graph *g, pv_tensor **x, void *u) { (void)u; return p
 static pv_tensor *b_scale(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_add_scalar(g, pv_scale(g, x[0], -1.75), 0.5); }
 static pv_tensor *b_unary(pv_graph *g, pv_tensor **x, void *u) { return pv_unary(g, (pv_unary_kind)(intptr_t)u, x[0]); }
 static pv_tensor *b_unary_grad(pv_graph *g, pv_tensor **x, void *u) { return pv_unary_grad(g, (pv_unary_kind)(intptr_t)u, x[0], x[1]); }
+static pv_tensor *b_swiglu(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_swiglu(g, x[0], x[1]); }
+static pv_tensor *b_swiglu_multi(pv_graph *g, pv_tensor **x, void *u) { /* a also used elsewhere, b twice */
+  (void)u;
+  return pv_add(g, pv_swiglu(g, x[0], pv_mul(g, x[1], x[1])), pv_mul(g, x[0], x[1]));
+}
 static pv_tensor *b_sum(pv_graph *g, pv_tensor **x, void *u) { int a = (int)(intptr_t)u; return pv_sum(g, x[0], a / 2 - 2, a & 1); }
 static pv_tensor *b_mean(pv_graph *g, pv_tensor **x, void *u) { int a = (int)(intptr_t)u; return pv_mean(g, x[0], a / 2 - 2, a & 1); }
 static pv_tensor *b_max(pv_graph *g, pv_tensor **x, void *u) { int a = (int)(intptr_t)u; return pv_max(g, x[0], a / 2 - 2, a & 1); }
@@ -34,6 +40,68 @@ static pv_tensor *b_cast(pv_graph *g, pv_tensor **x, void *u) { (void)u; return 
 static pv_tensor *b_multi(pv_graph *g, pv_tensor **x, void *u) { /* x used by several consumers */
   (void)u;
   return pv_add(g, pv_mul(g, x[0], x[0]), pv_unary(g, PV_TANH, x[0]));
+}
+
+/* the fused swiglu and its two gradients are bitwise equal to silu, mul and their backward on the CPU */
+static void swiglu_bitwise(int threads) {
+  enum { R = 97, C = 271, NE = R * C }; /* over PV_CPU_PARALLEL_MIN: threads split it, odd chunks */
+  pv_context *ctx = pv_context_new();
+  pv_graph *g = pv_graph_new(ctx);
+  int64_t sh[2] = {R, C};
+  pv_tensor *in[5];
+  static const char *nm[5] = {"a1", "b1", "a2", "b2", "dy"};
+  for (int i = 0; i < 5; i++) {
+    in[i] = pv_input(g, nm[i], PV_F32, 2, sh);
+    if (i < 4) pv_set_trainable(in[i], 1);
+  }
+  pv_tensor *y1 = pv_swiglu(g, in[0], in[1]), *y2 = pv_mul(g, pv_unary(g, PV_SILU, in[2]), in[3]);
+  pv_set_output(y1, 1);
+  pv_set_output(y2, 1);
+  pv_tensor *loss = pv_add(g, pv_sum_all(g, pv_mul(g, y1, in[4])), pv_sum_all(g, pv_mul(g, y2, in[4])));
+  pv_graph_backward(g, loss);
+  pv_tensor *out[6] = {y1, y2, pv_grad(g, in[0]), pv_grad(g, in[2]), pv_grad(g, in[1]), pv_grad(g, in[3])};
+  for (int i = 2; i < 6; i++)
+    pv_set_output(out[i], 1);
+  pv_plan_options o = {"cpu", threads, -1, 0};
+  pv_plan *p = NULL;
+  CHECK(pv_plan_compile(g, &o, &p) == PV_OK, "swiglu bitwise: compile: %s", pv_last_error(ctx));
+  static float a[NE], b[NE], dy[NE], r[6][NE];
+  uint32_t seed = 12345;
+  for (int i = 0; i < NE; i++) { /* |a| up to 100 (sigmoid's tails), some exact zeros */
+    seed = seed * 1664525u + 1013904223u;
+    a[i] = i % 97 == 0 ? 0.0f : ((float)(seed >> 8) / 16777216.0f - 0.5f) * (i % 3 ? 12.0f : 200.0f);
+    seed = seed * 1664525u + 1013904223u;
+    b[i] = ((float)(seed >> 8) / 16777216.0f - 0.5f) * 4.0f;
+    seed = seed * 1664525u + 1013904223u;
+    dy[i] = ((float)(seed >> 8) / 16777216.0f - 0.5f) * 2.0f;
+  }
+  if (p) {
+    const float *data[5] = {a, b, a, b, dy};
+    for (int i = 0; i < 5; i++)
+      pv_plan_write(p, in[i], PV_F32, data[i], NE);
+    CHECK(pv_plan_run(p) == PV_OK, "swiglu bitwise: run: %s", pv_last_error(ctx));
+    for (int i = 0; i < 6; i++)
+      pv_plan_read(p, out[i], PV_F32, r[i], NE);
+    static const char *what[3] = {"y", "da", "db"};
+    for (int k = 0; k < 3; k++)
+      CHECK(memcmp(r[2 * k], r[2 * k + 1], sizeof r[0]) == 0, "swiglu %s (threads %d) differs from the unfused ops",
+            what[k], threads);
+  }
+  pv_plan_free(p);
+  pv_graph_free(g);
+  pv_context_free(ctx);
+}
+
+static void swiglu_errors(void) {
+  pv_context *ctx = pv_context_new();
+  pv_graph *g = pv_graph_new(ctx);
+  int64_t s1[2] = {3, 5}, s2[2] = {1, 5};
+  pv_tensor *y = pv_swiglu(g, pv_input(g, "a", PV_F32, 2, s1), pv_input(g, "b", PV_F32, 2, s2));
+  const char *e = pv_last_error(ctx);
+  CHECK(y == NULL && e && strstr(e, "swiglu") && strstr(e, "[3, 5]") && strstr(e, "[1, 5]"),
+        "swiglu shape mismatch: got %p, error '%s'", (void *)y, e ? e : "(null)");
+  pv_graph_free(g);
+  pv_context_free(ctx);
 }
 
 int main(void) {
@@ -64,6 +132,17 @@ int main(void) {
     oc_input in2[2] = {in[0], IN(2, 9, 13)};
     in2[0].trainable = in2[1].trainable = 0;
     oc_check(nm, 2, in2, b_unary_grad, (void *)(intptr_t)k, NULL);
+  }
+  { /* swiglu: odd sizes (SIMD tails), large |a| (sigmoid tails), a used twice */
+    oc_input sw[2] = {IN(3, 3, 7, 5), IN(3, 3, 7, 5)};
+    oc_check("swiglu", 2, sw, b_swiglu, NULL, NULL);
+    oc_input swl[2] = {INU(-30, 30, 2, 11, 53), IN(2, 11, 53)};
+    oc_check("swiglu large |a|", 2, swl, b_swiglu, NULL, NULL);
+    oc_input swm[2] = {IN(2, 1, 33), IN(2, 1, 33)};
+    oc_check("swiglu multi-consumer", 2, swm, b_swiglu_multi, NULL, NULL);
+    swiglu_bitwise(1);
+    swiglu_bitwise(3);
+    swiglu_errors();
   }
   for (int a = 0; a < 8; a++) { /* axis -2..1 over a 4-d tensor, keepdim 0/1 */
     char nm[64];

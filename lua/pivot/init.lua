@@ -719,6 +719,12 @@ local function unary_kind(k)
 end
 function T.unary(x, kind) return build(x, "unary", C.pv_unary, unary_kind(kind), x._p) end
 function T.unary_grad(x, kind, dy) return build(x, "unary_grad", C.pv_unary_grad, unary_kind(kind), x._p, tp(dy)) end
+-- a:swiglu(b) = silu(a) * b (a and b of one shape; one fused op forward, one per gradient backward)
+function T.swiglu(a, b)
+  tp(b)
+  same_graph(a, b, "swiglu")
+  return build(a, "swiglu", C.pv_swiglu, a._p, b._p)
+end
 
 -- reductions: sum(axis, keepdim); without an axis, over all elements (-> [1])
 function T.sum(x, axis, keepdim)

@@ -96,6 +96,10 @@ void pv__vm_unary(int kind, const float *x, float *y, int64_t n) { CALL(unary, (
 void pv__vm_unary_grad(int kind, const float *x, const float *dy, float *y, int64_t n) {
   CALL(unary_grad, (kind, x, dy, y, n));
 }
+void pv__vm_swiglu(const float *a, const float *b, float *y, int64_t n) { CALL(swiglu, (a, b, y, n)); }
+void pv__vm_swiglu_grad(int which, const float *a, const float *b, const float *dy, float *y, int64_t n) {
+  CALL(swiglu_grad, (which, a, b, dy, y, n));
+}
 void pv__vm_binary(int op, const float *a, int sa, const float *b, int sb, float *y, int64_t n) {
   CALL(binary, (op, a, sa, b, sb, y, n));
 }

@@ -44,6 +44,11 @@ void pv__vm_math(int fn, const float *x, float *y, int64_t n);
 void pv__vm_unary(int kind, const float *x, float *y, int64_t n);
 void pv__vm_unary_grad(int kind, const float *x, const float *dy, float *y, int64_t n);
 
+/* swiglu (ops/swiglu.c): y = silu(a)·b; which 0: y = (dy·b)·silu'(a), 1: y = dy·silu(a) (b unused), bitwise equal
+ * to the unary / binary kernels composed */
+void pv__vm_swiglu(const float *a, const float *b, float *y, int64_t n);
+void pv__vm_swiglu_grad(int which, const float *a, const float *b, const float *dy, float *y, int64_t n);
+
 /* y[i] = a[i·sa] (op) b[i·sb], op 0..3 = + - * /, sa and sb 0 (broadcast a[0] / b[0]) or 1 */
 void pv__vm_binary(int op, const float *a, int sa, const float *b, int sb, float *y, int64_t n);
 

@@ -311,6 +311,43 @@ KER void F(unary_grad)(int kind, const float *x, const float *dy, float *y, int6
   }
 }
 
+/* ------------------------------------------------------------ swiglu (ops/swiglu.c): the same expressions as
+ * unary silu then binary mul (forward), and as mul then unary_grad silu (backward), so the fused op is bitwise equal */
+KER void F(swiglu)(const float *a, const float *b, float *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    VF v = F(ld)(a + i);
+    F(st)(y + i, (v * F(vsigmoid)(v)) * F(ld)(b + i));
+  }
+  if (i < n) {
+    VF v = F(ldp)(a + i, n - i, 1.0f);
+    F(stp)(y + i, (v * F(vsigmoid)(v)) * F(ldp)(b + i, n - i, 1.0f), n - i);
+  }
+}
+/* which 0: y = (dy·b)·silu'(a); 1: y = dy·silu(a) (b unused) */
+KER void F(swiglu_grad)(int which, const float *a, const float *b, const float *dy, float *y, int64_t n) {
+  int64_t i = 0;
+  if (which == 0) {
+    for (; i + N <= n; i += N) {
+      VF v = F(ld)(a + i);
+      F(st)(y + i, (F(ld)(dy + i) * F(ld)(b + i)) * F(silu_d)(v));
+    }
+    if (i < n) {
+      VF v = F(ldp)(a + i, n - i, 1.0f), d = F(ldp)(dy + i, n - i, 0.0f) * F(ldp)(b + i, n - i, 0.0f);
+      F(stp)(y + i, d * F(silu_d)(v), n - i);
+    }
+  } else {
+    for (; i + N <= n; i += N) {
+      VF v = F(ld)(a + i);
+      F(st)(y + i, F(ld)(dy + i) * (v * F(vsigmoid)(v)));
+    }
+    if (i < n) {
+      VF v = F(ldp)(a + i, n - i, 1.0f);
+      F(stp)(y + i, F(ldp)(dy + i, n - i, 0.0f) * (v * F(vsigmoid)(v)), n - i);
+    }
+  }
+}
+
 /* ------------------------------------------------------------ binary */
 #define PV_VM_BIN(OP)                                                                                                  \
   do {                                                                                                                 \

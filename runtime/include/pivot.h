@@ -163,6 +163,8 @@ typedef enum pv_unary_kind {
 pv_tensor *pv_unary(pv_graph *g, pv_unary_kind kind, pv_tensor *x);
 /* dy * f'(x): the backward of pv_unary (exposed for tests and custom rules) */
 pv_tensor *pv_unary_grad(pv_graph *g, pv_unary_kind kind, pv_tensor *x, pv_tensor *dy);
+/* silu(a) * b, a and b of one shape (the gated MLP activation; fused forward and backward) */
+pv_tensor *pv_swiglu(pv_graph *g, pv_tensor *a, pv_tensor *b);
 
 /* Reductions along one axis (negative counts from the end) */
 pv_tensor *pv_sum(pv_graph *g, pv_tensor *x, int axis, int keepdim);
