@@ -10,7 +10,8 @@
  * on/off) is created the first time a context needs it and kept for the life of the process, shared by later
  * contexts (each opens its own device and, under validation, its own messenger). NVIDIA's driver breaks after
  * repeated vkCreateInstance/vkDestroyInstance cycles in one process (measured on an H200, driver 580: the 31st
- * context's vkCreateInstance failed with VK_ERROR_INCOMPATIBLE_DRIVER), so instances are never destroyed.
+ * context's vkCreateInstance failed with VK_ERROR_INCOMPATIBLE_DRIVER), so instances live until the process exits
+ * (an exit handler destroys those no live context uses, which also keeps leak checkers quiet).
  * While no device is open, a changed PIVOT_VK_LOADER makes the next availability check start over.
  * A context opens one device (its first Vulkan plan's); var device copies live in that device's memory and are
  * released with the context (pv_var_free leaves them until then). */
@@ -104,16 +105,37 @@ typedef struct inst_ent {
   uint32_t api;   /* instance API version */
   VkInstance inst;
   pv_vk_fns f; /* global and instance-level functions */
+  int users;   /* live contexts using it */
 } inst_ent;
 static inst_ent g_insts[8];
 static int g_ninsts;
+
+/* at exit: destroys the instances no live context uses */
+static void inst_atexit(void) {
+  pthread_mutex_lock(&g_mu);
+  for (int i = 0; i < g_ninsts; i++)
+    if (g_insts[i].inst && g_insts[i].users == 0 && g_insts[i].f.vkDestroyInstance) {
+      g_insts[i].f.vkDestroyInstance(g_insts[i].inst, NULL);
+      g_insts[i].inst = VK_NULL_HANDLE;
+    }
+  pthread_mutex_unlock(&g_mu);
+}
+
+/* a context stops using the shared instance inst */
+static void inst_release(VkInstance inst) {
+  pthread_mutex_lock(&g_mu);
+  for (int i = 0; i < g_ninsts; i++)
+    if (g_insts[i].inst == inst && g_insts[i].users > 0) g_insts[i].users--;
+  pthread_mutex_unlock(&g_mu);
+}
 
 /* fills s from a cached instance made with s->loader and want_val; 1 if found */
 static int inst_lookup(pv_vk_ctx *s, int want_val) {
   int found = 0;
   pthread_mutex_lock(&g_mu);
   for (int i = 0; i < g_ninsts && !found; i++)
-    if (g_insts[i].want_val == want_val && !strcmp(g_insts[i].loader, s->loader)) {
+    if (g_insts[i].inst && g_insts[i].want_val == want_val && !strcmp(g_insts[i].loader, s->loader)) {
+      g_insts[i].users++;
       s->f = g_insts[i].f;
       s->inst = g_insts[i].inst;
       s->validation = g_insts[i].validation;
@@ -129,6 +151,7 @@ static int inst_keep(const pv_vk_ctx *s, int want_val) {
   int kept = 0;
   pthread_mutex_lock(&g_mu);
   if (g_ninsts < (int)(sizeof g_insts / sizeof g_insts[0])) {
+    if (g_ninsts == 0) atexit(inst_atexit);
     inst_ent *e = &g_insts[g_ninsts++];
     memset(e, 0, sizeof *e);
     snprintf(e->loader, sizeof e->loader, "%s", s->loader);
@@ -137,6 +160,7 @@ static int inst_keep(const pv_vk_ctx *s, int want_val) {
     e->api = s->inst_api;
     e->inst = s->inst;
     e->f = s->f;
+    e->users = 1;
     kept = 1;
   }
   pthread_mutex_unlock(&g_mu);
@@ -397,7 +421,10 @@ static void vk_ctx_free(pv_context *ctx) {
   free(s->pipes);
   if (s->messenger && s->f.vkDestroyDebugUtilsMessengerEXT)
     s->f.vkDestroyDebugUtilsMessengerEXT(s->inst, s->messenger, NULL);
-  if (s->inst && s->own_inst) s->f.vkDestroyInstance(s->inst, NULL); /* shared ones live on (top of file) */
+  if (s->inst && s->own_inst)
+    s->f.vkDestroyInstance(s->inst, NULL);
+  else if (s->inst)
+    inst_release(s->inst); /* shared ones live on (top of file) */
   free(s->pdevs);
   free(s);
   ctx->vk = NULL;
