@@ -391,6 +391,11 @@ function Context:var(name, shape, opts)
   check(C.pv_var_new(p, name, dtype_of(opts.dtype, 0), n, sh, out), p)
   local v = wrap_var(self, out[0])
   local init = opts.init
+  local d = rawget(self, "_deferred")
+  if d and opts.data == nil and (init == "normal" or init == "uniform") then -- left zero-filled for now
+    d.list[#d.list + 1] = {var = v, opts = opts}
+    return v
+  end
   if opts.data ~= nil then v:write(opts.data)
   elseif init == nil or init == "zeros" or init == "zero" then -- zero-filled already
   elseif init == "ones" then v:fill(1)
@@ -404,6 +409,37 @@ function Context:var(name, shape, opts)
   end
   return v
 end
+
+-- ctx:defer_init(fn) -> fn's results: vars that fn creates with a random init ("normal" or "uniform") are left
+-- zero-filled while fn runs; afterwards each of them that nothing wrote in the meantime (Var:write, Var:fill,
+-- Var:init_*, a safetensors load) gets its random init, in creation order. For building a model and then loading
+-- a checkpoint into it without drawing (seconds of) random values that the load overwrites.
+function Context:defer_init(fn)
+  if rawget(self, "_deferred") then return fn() end -- nested: the outer call finishes
+  local d = {list = {}, written = {}}
+  self._deferred = d
+  local res = (function(...) return {n = select("#", ...), ...} end)(pcall(fn))
+  self._deferred = nil
+  if not res[1] then error(res[2], 0) end
+  for _, e in ipairs(d.list) do
+    local v, o = e.var, e.opts
+    if v._p ~= nil and not d.written[v._p] then
+      if o.init == "normal" then v:init_normal(o.mean or 0, o.std or 0.02)
+      else
+        local a = o.bound or 1
+        v:init_uniform(o.lo or -a, o.hi or a)
+      end
+    end
+  end
+  return unpack(res, 2, res.n)
+end
+
+-- marks v written while a defer_init is running (it then keeps its values)
+local function mark_written(v)
+  local d = rawget(v.ctx, "_deferred")
+  if d and v._p ~= nil then d.written[v._p] = true end
+end
+M._mark_written = mark_written
 
 function Context:find_var(name)
   local p = C.pv_var_find(cptr(self), name)
@@ -427,6 +463,7 @@ function Var:write(data, src_dtype)
   local p = vptr(self)
   local buf, dt, n = host_data(data, self._dt, self.numel, src_dtype, "var '" .. self.name .. "' write")
   check(C.pv_var_write(p, dt, buf, n), cptr(self.ctx))
+  mark_written(self)
   return self
 end
 -- v:read_raw([dtype or cdata]) -> cdata array, numel
@@ -451,14 +488,17 @@ end
 function Var:item() return (self:read())[1] end
 function Var:fill(v)
   check(C.pv_var_fill(vptr(self), v), cptr(self.ctx))
+  mark_written(self)
   return self
 end
 function Var:init_normal(mean, std)
   check(C.pv_var_init_normal(vptr(self), mean or 0, std or 1), cptr(self.ctx))
+  mark_written(self)
   return self
 end
 function Var:init_uniform(lo, hi)
   check(C.pv_var_init_uniform(vptr(self), lo or -1, hi or 1), cptr(self.ctx))
+  mark_written(self)
   return self
 end
 function Var:free()
@@ -1005,6 +1045,7 @@ function SafeTensors:read_table(name)
 end
 function SafeTensors:load_var(name, var)
   check(C.pv_st_load_var(stp(self), st_index(self, name), vptr(var)), cptr(self.ctx))
+  mark_written(var)
 end
 function SafeTensors:metadata()
   local s = C.pv_st_metadata(stp(self))

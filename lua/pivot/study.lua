@@ -616,9 +616,13 @@ function M.load_model(ctx, path, opts)
     local H = lcfg.hidden_size
     cfg = {model_type = "pivot_mllm", vision = vcfg, llm = lcfg, projector = {vcfg.hidden_size, H, H},
       vision_feature_layer = opts.feature_layer or -2}
-    local model = M.model(ctx, cfg, {prefix = opts.prefix})
     local proj = path .. "/projector.safetensors"
-    model:load_hf{vision = path .. "/vision", llm = path .. "/llm", projector = file_exists(proj) and proj or nil}
+    -- built without drawing the random values the load overwrites (a fresh projector still gets its init)
+    local model = ctx:defer_init(function()
+      local m = M.model(ctx, cfg, {prefix = opts.prefix})
+      m:load_hf{vision = path .. "/vision", llm = path .. "/llm", projector = file_exists(proj) and proj or nil}
+      return m
+    end)
     local tp = path .. "/llm/tokenizer.json"
     if not file_exists(tp) then tp = file_exists(path .. "/tokenizer.json") and (path .. "/tokenizer.json") or nil end
     return model, cfg, tp

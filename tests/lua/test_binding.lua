@@ -34,6 +34,25 @@ case("version and library", function()
   assert(pv.library_path)
 end)
 
+case("ctx:defer_init: random inits wait, written vars keep their values, the rest get the same draws", function()
+  local ctx = pv.context{threads = 1, seed = 5}
+  local a, b, c = ctx:defer_init(function()
+    local a = ctx:var("a", {1000}, {init = "normal", std = 1})
+    local b = ctx:var("b", {1000}, {init = "uniform", bound = 2})
+    local c = ctx:var("c", {4}, {init = "ones"})
+    assert(a:read()[1] == 0, "a is zero-filled during the deferral")
+    b:fill(7)
+    return a, b, c
+  end)
+  local ra, rb = a:read(), b:read()
+  local ctx2 = pv.context{threads = 1, seed = 5}
+  local a2 = ctx2:var("a", {1000}, {init = "normal", std = 1}):read()
+  for i = 1, 1000 do assert(ra[i] == a2[i] and rb[i] == 7, "deferred init") end
+  assert(c:read()[1] == 1)
+  local ok, err = pcall(ctx.defer_init, ctx, function() error("boom") end)
+  assert(not ok and tostring(err):find("boom") and rawget(ctx, "_deferred") == nil, "errors end the deferral")
+end)
+
 case("header stripping", function()
   local s = pv._strip_header("#ifndef X\n#define X\n#ifdef __cplusplus\nextern \"C\" {\n#endif\nint a;\n" ..
     "#define LONG \\\n  continued\nint b;\n#ifdef __cplusplus\n}\n#endif\n#endif\n")

@@ -198,6 +198,11 @@ case("--model with Hugging Face folders (vision/ SigLIP + llm/ Qwen2, the fixtur
   local want = st:read_table("model.norm.weight")
   local got = m.llm.model:child("norm")._pmap.weight.var:read()
   for i = 1, #want do assert(got[i] == want[i], "llm weights not loaded") end
+  -- built with deferred init: the loaded weights are the checkpoint's, the fresh projector still got its random init
+  local pw = m.projector:parameters()[1].var:read()
+  local nz = 0
+  for i = 1, #pw do if pw[i] ~= 0 then nz = nz + 1 end end
+  assert(nz > #pw / 2, "the fresh projector was left zero-filled")
   -- and it saves as a pivot checkpoint that loads back
   study.save_checkpoint(ctx, m, TMP .. "/hfmodel_pivot")
   local m2 = study.load_model(pv.context{threads = 1}, TMP .. "/hfmodel_pivot")
