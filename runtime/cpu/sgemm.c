@@ -21,6 +21,7 @@
 #include <cblas.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -377,7 +378,11 @@ static void choose_default(void) {
             : !strcmp(e, "avx2")     ? PV_GEMM_AVX2
             : !strcmp(e, "openblas") ? PV_GEMM_OPENBLAS
                                      : 0;
-    if (w && cpu_has(w)) v = w;
+    if (w && cpu_has(w))
+      v = w;
+    else /* said once per process (the choice is made once) */
+      fprintf(stderr, "pivot: PIVOT_GEMM='%s' is not one of avx512, avx2, openblas%s; using %s\n", e,
+              w ? " that this CPU supports" : "", pv__sgemm_name(v));
   }
   g_default = v;
 }

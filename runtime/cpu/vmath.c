@@ -2,6 +2,7 @@
 #include "vmath.h"
 #include "pivot.h"
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,8 +61,14 @@ static int default_level(void) {
   int l = pv__vm_max_level();
   const char *e = getenv("PIVOT_VMATH");
   if (e && *e) {
-    int want = !strcmp(e, "sse") ? PV_VM_SSE : !strcmp(e, "avx2") ? PV_VM_AVX2 : PV_VM_AVX512;
-    if (want < l) l = want;
+    int want = !strcmp(e, "sse")      ? PV_VM_SSE
+               : !strcmp(e, "avx2")   ? PV_VM_AVX2
+               : !strcmp(e, "avx512") ? PV_VM_AVX512
+                                      : -1;
+    if (want < 0)
+      fprintf(stderr, "pivot: PIVOT_VMATH='%s' is not one of sse, avx2, avx512; ignored\n", e);
+    else if (want < l)
+      l = want;
   }
   return l;
 }

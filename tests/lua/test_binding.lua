@@ -430,6 +430,15 @@ print("arg0", arg[0] ~= nil, "neg", o.neg)
   assert(out:find("neg\t-2", 1, true), out)
 end)
 
+case("a bad PIVOT_GEMM / PIVOT_VMATH value is named on stderr, not silently ignored", function()
+  local out = sh(string.format("PIVOT_GEMM=bogus %q devices", exe))
+  assert(out:find("PIVOT_GEMM='bogus' is not one of avx512, avx2, openblas", 1, true), out)
+  write_file(tmp, "local pv = require 'pivot'\nlocal g = pv.context():graph()\n" ..
+    "local x = g:input('x', {4096})\nlocal y = x:exp()\ny:mark_output()\ng:compile{backend = 'cpu'}:run()\n")
+  out = sh(string.format("PIVOT_VMATH=nope %q run %q", exe, tmp))
+  assert(out:find("PIVOT_VMATH='nope' is not one of sse, avx2, avx512", 1, true), out)
+end)
+
 case("pivot run errors: traceback and exit codes", function()
   write_file(tmp, "local function f()\n  error('boom')\nend\nf()\n")
   local out, rc = sh(string.format("%q run %q", exe, tmp))
