@@ -7,6 +7,7 @@
  * Shapes: square ones, transformer ones and the mini-MLLM step's (forward, weight gradient with op(A) = Aᵀ, tied LM
  * head with op(B) = Bᵀ, attention-sized). usage: bench_gemm [--quick]   (--quick: the shapes marked quick, 3 samples a
  * side) */
+#include "benchutil.h"
 #include "pivot.h"
 #include "cpu/sgemm.h"
 #include "cpu/threadpool.h"
@@ -17,19 +18,6 @@
 #include <string.h>
 #include <time.h>
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-static int cmp_d(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_d);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 static float *falloc(int64_t n) {
   void *p = NULL;
   if (posix_memalign(&p, 64, sizeof(float) * (size_t)(n ? n : 1))) return NULL;

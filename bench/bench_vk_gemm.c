@@ -5,30 +5,18 @@
  * warm-up run; the run count adapts to the speed of each side (at least 2, about 2 s per side and shape).
  * usage: bench_vk_gemm [--quick] [--big] [--tiles] [--threads N]
  *   --quick: skip 2048^3;  --big: also 4096^3 and 8192^3, GPU-sized shapes checked against 512 sampled entries
- *   computed in double on the host instead of a CPU plan (the cpu column shows "-");  --tiles: also each forced tile variant (PIVOT_VK_GEMM_TILE=small|64|128);
+ *   computed in double on the host instead of a CPU plan (the cpu column shows "-");  --tiles: also each forced tile
+ * variant (PIVOT_VK_GEMM_TILE=small|64|128);
  *   --threads: CPU plan threads (default: the context's). PIVOT_DEVICE picks the Vulkan device;
  *   PIVOT_VK_GEMM_SPLITK=1 turns split K off (ops/matmul.c). Shapes: 256..2048 cubes, the transformer shapes
  *   4096x256x768 and 4096x768x256, and 256x4096x768 (a weight gradient: few output tiles, long K). */
+#include "benchutil.h"
 #include "pivot.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-static int cmp_d(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_d);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 #define MAX_RUNS 50
 
@@ -139,8 +127,10 @@ static int bench_shape(const shape *s, const char *tile, int threads, int *cpu_d
     rs = rs * 6364136223846793005ull + 1442695040888963407ull;
     B[i] = (float)((double)(rs >> 40) / 16777216.0 - 0.5);
   }
-  if (tile) setenv("PIVOT_VK_GEMM_TILE", tile, 1);
-  else unsetenv("PIVOT_VK_GEMM_TILE");
+  if (tile)
+    setenv("PIVOT_VK_GEMM_TILE", tile, 1);
+  else
+    unsetenv("PIVOT_VK_GEMM_TILE");
   result rv, rc;
   int err = bench_plan(ctx, g, a, b, y, "vulkan", 0, A, B, Yv, s, 1, &rv);
   if (!err && s->big < 2) /* timed once per shape; later rows only need its result */
@@ -162,7 +152,8 @@ static int bench_shape(const shape *s, const char *tile, int threads, int *cpu_d
         rs = rs * 6364136223846793005ull + 1442695040888963407ull;
         int64_t i = (int64_t)((rs >> 33) % (uint64_t)M), j = (int64_t)((rs >> 13) % (uint64_t)N);
         double ref = 0;
-        for (int64_t k = 0; k < K; k++) ref += (double)A[i * K + k] * (double)B[k * N + j];
+        for (int64_t k = 0; k < K; k++)
+          ref += (double)A[i * K + k] * (double)B[k * N + j];
         double d = (double)Yv[i * N + j] - ref;
         num += d * d;
         den += ref * ref;
@@ -192,10 +183,14 @@ static int bench_shape(const shape *s, const char *tile, int threads, int *cpu_d
 int main(int argc, char **argv) {
   int quick = 0, tiles = 0, threads = 0, big = 0;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--quick")) quick = 1;
-    else if (!strcmp(argv[i], "--tiles")) tiles = 1;
-    else if (!strcmp(argv[i], "--big")) big = 1;
-    else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+    if (!strcmp(argv[i], "--quick"))
+      quick = 1;
+    else if (!strcmp(argv[i], "--tiles"))
+      tiles = 1;
+    else if (!strcmp(argv[i], "--big"))
+      big = 1;
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+      threads = atoi(argv[++i]);
     else {
       fprintf(stderr, "usage: %s [--quick] [--big] [--tiles] [--threads N]\n", argv[0]);
       return 2;
@@ -211,10 +206,10 @@ int main(int argc, char **argv) {
   }
   pv_backend_describe(ctx, "vulkan", desc, sizeof desc);
   pv_context_free(ctx);
-  static const shape shapes[] = {{256, 256, 256, 0},   {512, 512, 512, 0},  {1024, 1024, 1024, 0},
-                                 {2048, 2048, 2048, 1}, {4096, 256, 768, 0}, {4096, 768, 256, 0},
-                                 {256, 4096, 768, 0},    /* a weight gradient (split K on a GPU) */
-                                 {4096, 4096, 4096, 2},  {8192, 8192, 8192, 2}};
+  static const shape shapes[] = {{256, 256, 256, 0},    {512, 512, 512, 0},   {1024, 1024, 1024, 0},
+                                 {2048, 2048, 2048, 1}, {4096, 256, 768, 0},  {4096, 768, 256, 0},
+                                 {256, 4096, 768, 0}, /* a weight gradient (split K on a GPU) */
+                                 {4096, 4096, 4096, 2}, {8192, 8192, 8192, 2}};
   static const char *variants[] = {"small", "64", "128"};
   printf("bench_vk_gemm: matmul f32 A[M,K] x B[K,N], Vulkan plan vs CPU plan (OpenBLAS), GFLOPS (median)\n");
   printf("vulkan: %s\n", desc);

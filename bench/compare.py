@@ -204,10 +204,21 @@ def torch_cmd(a, step, t):
             "--attention", a.torch_attention]
 
 
+_DEVICES = {}
+
+
+def devices_output(a):
+    """stdout of `pivot devices` (run once)"""
+    if a.pivot not in _DEVICES:
+        _DEVICES[a.pivot] = subprocess.run([a.pivot, "devices"], capture_output=True, text=True, timeout=120,
+                                           cwd=ROOT).stdout
+    return _DEVICES[a.pivot]
+
+
 def own_gemm(a):
     """the variant name of pivot's own GEMM kernels (`pivot devices`: "GEMM by pivot's avx512 kernels"), or None"""
     try:
-        out = subprocess.run([a.pivot, "devices"], capture_output=True, text=True, timeout=120, cwd=ROOT).stdout
+        out = devices_output(a)
     except Exception:  # noqa: BLE001
         return None
     m = re.search(r"GEMM by pivot's (\S+) kernels", out)
@@ -217,7 +228,7 @@ def own_gemm(a):
 def vulkan_status(a):
     """(available, the vulkan line of `pivot devices`)"""
     try:
-        out = subprocess.run([a.pivot, "devices"], capture_output=True, text=True, timeout=120, cwd=ROOT).stdout
+        out = devices_output(a)
     except Exception as e:  # noqa: BLE001
         return False, "pivot devices failed: %s" % e
     lines = [x.strip() for x in out.splitlines() if x.startswith("vulkan")]

@@ -13,8 +13,6 @@
 #include <string.h>
 
 /* internal hooks (runtime/vulkan/vk.h); weak so the test links in a build without Vulkan */
-int pv__vk_validation_errors(pv_context *ctx) __attribute__((weak));
-int pv__vk_validation_active(pv_context *ctx) __attribute__((weak));
 pv_status pv__vk_var_device_write(pv_var *v, const void *data) __attribute__((weak));
 
 static uint64_t rs = 0x9E3779B97F4A7C15ull;
@@ -627,15 +625,8 @@ static void many_contexts_case(void) {
 }
 
 int main(void) {
-  setenv("PIVOT_VK_VALIDATION", "1", 1);
   pv_context *ctx = pv_context_new();
-  const char *why = NULL;
-  if (!pv_backend_available(ctx, "vulkan", &why)) {
-    const char *allow = getenv("PIVOT_ALLOW_NO_VULKAN");
-    int allowed = allow && !strcmp(allow, "1");
-    printf("vulkan is not available: %s%s\n", why ? why : "unknown reason",
-           allowed ? " (allowed by PIVOT_ALLOW_NO_VULKAN=1)" : "");
-    CHECK(allowed, "vulkan is required (set PIVOT_ALLOW_NO_VULKAN=1 to skip): %s", why ? why : "");
+  if (!pv_t_vulkan_required(ctx)) {
     pv_context_free(ctx);
     return pv_t_finish();
   }
@@ -653,12 +644,6 @@ int main(void) {
   device_cases();
   many_contexts_case();
   no_vulkan_case();
-  if (pv__vk_validation_active && pv__vk_validation_active(NULL)) {
-    int n = pv__vk_validation_errors(NULL);
-    CHECK(n == 0, "%d Vulkan validation errors (printed above)", n);
-    printf("validation layer: %d errors\n", n);
-  } else {
-    printf("note: VK_LAYER_KHRONOS_validation is not installed: validation not checked\n");
-  }
+  pv_t_check_validation();
   return pv_t_finish();
 }

@@ -22,7 +22,6 @@
 pv_tensor *pv_scatter_add(pv_graph *g, pv_tensor *dy, pv_tensor *ids, int64_t V);
 /* internal hooks (runtime/vulkan/vk.h); weak so the test links in a build without Vulkan */
 int pv__vk_validation_errors(pv_context *ctx) __attribute__((weak));
-int pv__vk_validation_active(pv_context *ctx) __attribute__((weak));
 
 static uint64_t rs = 0x2545F4914F6CDD1Dull;
 static double urand(void) {
@@ -43,17 +42,20 @@ static double rel_l2(const float *a, const float *b, int64_t n) {
 }
 
 static void set_tile(const char *tile) {
-  if (tile) setenv("PIVOT_VK_GEMM_TILE", tile, 1);
-  else unsetenv("PIVOT_VK_GEMM_TILE");
+  if (tile)
+    setenv("PIVOT_VK_GEMM_TILE", tile, 1);
+  else
+    unsetenv("PIVOT_VK_GEMM_TILE");
 }
 
 /* compiles g for backend be, writes the inputs, runs, reads y; returns 1 on success */
-static int run_plan(pv_context *ctx, pv_graph *g, const char *be, int nin, pv_tensor **in, float **data,
-                    pv_tensor *y, float *out) {
+static int run_plan(pv_context *ctx, pv_graph *g, const char *be, int nin, pv_tensor **in, float **data, pv_tensor *y,
+                    float *out) {
   pv_plan *p = NULL;
   pv_plan_options o = {be, 0, -1, 0};
   int ok = pv_plan_compile(g, &o, &p) == PV_OK;
-  for (int i = 0; ok && i < nin; i++) ok = pv_plan_write(p, in[i], PV_F32, data[i], pv_tensor_numel(in[i])) == PV_OK;
+  for (int i = 0; ok && i < nin; i++)
+    ok = pv_plan_write(p, in[i], PV_F32, data[i], pv_tensor_numel(in[i])) == PV_OK;
   ok = ok && pv_plan_run(p) == PV_OK && pv_plan_read(p, y, PV_F32, out, pv_tensor_numel(y)) == PV_OK;
   if (!ok) fprintf(stderr, "%s: %s\n", be, pv_last_error(ctx));
   pv_plan_free(p);
@@ -62,11 +64,13 @@ static int run_plan(pv_context *ctx, pv_graph *g, const char *be, int nin, pv_te
 
 /* ------------------------------------------------------------ matmul forward, Vulkan vs CPU */
 /* a [ba.., M, K] or [ba.., K, M] (ta); b [bb.., K, N] or [bb.., N, K] (tb) */
-static void mm_case(pv_context *ctx, const char *tile, int na, const int64_t *ba, int nb, const int64_t *bb,
-                    int64_t M, int64_t K, int64_t N, int ta, int tb) {
+static void mm_case(pv_context *ctx, const char *tile, int na, const int64_t *ba, int nb, const int64_t *bb, int64_t M,
+                    int64_t K, int64_t N, int ta, int tb) {
   int64_t sa[8], sb[8];
-  for (int i = 0; i < na; i++) sa[i] = ba[i];
-  for (int i = 0; i < nb; i++) sb[i] = bb[i];
+  for (int i = 0; i < na; i++)
+    sa[i] = ba[i];
+  for (int i = 0; i < nb; i++)
+    sb[i] = bb[i];
   sa[na] = ta ? K : M, sa[na + 1] = ta ? M : K;
   sb[nb] = tb ? N : K, sb[nb + 1] = tb ? K : N;
   pv_graph *g = pv_graph_new(ctx);
@@ -88,8 +92,10 @@ static void mm_case(pv_context *ctx, const char *tile, int na, const int64_t *ba
   int64_t n0 = pv_tensor_numel(in[0]), n1 = pv_tensor_numel(in[1]), ny = pv_tensor_numel(y);
   float *data[2] = {malloc(sizeof(float) * (size_t)(n0 ? n0 : 1)), malloc(sizeof(float) * (size_t)(n1 ? n1 : 1))};
   float *yv = malloc(sizeof(float) * (size_t)(ny ? ny : 1)), *yc = malloc(sizeof(float) * (size_t)(ny ? ny : 1));
-  for (int64_t i = 0; i < n0; i++) data[0][i] = (float)(2 * urand() - 1);
-  for (int64_t i = 0; i < n1; i++) data[1][i] = (float)(2 * urand() - 1);
+  for (int64_t i = 0; i < n0; i++)
+    data[0][i] = (float)(2 * urand() - 1);
+  for (int64_t i = 0; i < n1; i++)
+    data[1][i] = (float)(2 * urand() - 1);
   set_tile(tile);
   int ok = run_plan(ctx, g, "vulkan", 2, in, data, y, yv) && run_plan(ctx, g, "cpu", 2, in, data, y, yc);
   set_tile(NULL);
@@ -108,13 +114,14 @@ static void mm_case(pv_context *ctx, const char *tile, int na, const int64_t *ba
 static void mm_cases(pv_context *ctx) {
   static const char *tiles[4] = {"small", "64", "128", NULL};
   /* odd sizes mixing 1, 7, 13, 65, 129; then several tiles of every variant in every dimension (K too) */
-  static const int64_t sz[][3] = {{1, 7, 13}, {7, 13, 1}, {13, 65, 7}, {65, 129, 13}, {129, 1, 65},
+  static const int64_t sz[][3] = {{1, 7, 13}, {7, 13, 1},     {13, 65, 7},    {65, 129, 13}, {129, 1, 65},
                                   {1, 1, 1},  {129, 65, 129}, {300, 70, 290}, {64, 32, 128}, {260, 36, 132}};
   int nsz = (int)(sizeof sz / sizeof sz[0]);
   int fails0 = pv_t_fail;
   for (int t = 0; t < 4; t++)
     for (int s = 0; s < nsz; s++)
-      for (int f = 0; f < 4; f++) mm_case(ctx, tiles[t], 0, NULL, 0, NULL, sz[s][0], sz[s][1], sz[s][2], f & 1, f >> 1);
+      for (int f = 0; f < 4; f++)
+        mm_case(ctx, tiles[t], 0, NULL, 0, NULL, sz[s][0], sz[s][1], sz[s][2], f & 1, f >> 1);
   printf("%s matmul 2-D: %d sizes x 4 transpose combinations x 4 tile choices\n", pv_t_fail == fails0 ? "ok  " : "FAIL",
          nsz);
   /* batches: broadcast on either side, both sides, a plain-matrix b (folded into one GEMM when ta = 0) */
@@ -142,7 +149,8 @@ static void mm_cases(pv_context *ctx) {
       }
   }
   unsetenv("PIVOT_VK_GEMM_SPLITK");
-  for (int f = 0; f < 4; f++) mm_case(ctx, NULL, 0, NULL, 0, NULL, 64, 2100, 40, f & 1, f >> 1);
+  for (int f = 0; f < 4; f++)
+    mm_case(ctx, NULL, 0, NULL, 0, NULL, 64, 2100, 40, f & 1, f >> 1);
   printf("%s matmul split K\n", pv_t_fail == fails0 ? "ok  " : "FAIL");
   /* more batches than one grid dimension holds (the shader loops over z) */
   static const int64_t bbig[1] = {66000};
@@ -156,7 +164,8 @@ static pv_tensor *b_mm(pv_graph *g, pv_tensor **x, void *u) {
   int f = (int)(intptr_t)u;
   return pv_matmul(g, x[0], x[1], f & 1, (f >> 1) & 1);
 }
-#define IN(nd, ...) {nd, {__VA_ARGS__}, OC_NORMAL, 0, 1, 1, 0}
+#define IN(nd, ...)                                                                                                    \
+  { nd, {__VA_ARGS__}, OC_NORMAL, 0, 1, 1, 0 }
 static void mm_grad_cases(void) {
   static const char *tiles[3] = {"small", "64", "128"};
   oc_opts o = {0};
@@ -190,7 +199,8 @@ static void emb_range_cases(void) {
         pv_plan *p = NULL;
         pv_plan_options o = {"vulkan", 0, -1, 0};
         float wv[12], out[12];
-        for (int i = 0; i < 12; i++) wv[i] = (float)(i + 1);
+        for (int i = 0; i < 12; i++)
+          wv[i] = (float)(i + 1);
         int64_t iv[3] = {1, bad[k], 3};
         int ok = pv_plan_compile(g, &o, &p) == PV_OK && pv_plan_write(p, w, PV_F32, wv, pv_tensor_numel(w)) == PV_OK &&
                  pv_plan_write(p, ids, PV_I64, iv, 3) == PV_OK;
@@ -232,8 +242,10 @@ static void scatter_exact_cases(pv_context *ctx) {
     pv_mark_output(y);
     static float dv[N * D], yv[V * D], yv2[V * D], yc[V * D];
     static int64_t iv[N];
-    for (int i = 0; i < N * D; i++) dv[i] = (float)(2 * urand() - 1) * (float)(1 + 1000 * (i % 7 == 0));
-    for (int i = 0; i < N; i++) iv[i] = urand() < 0.6 ? 0 : (int64_t)(urand() * (V - 5)); /* row 0: most ids */
+    for (int i = 0; i < N * D; i++)
+      dv[i] = (float)(2 * urand() - 1) * (float)(1 + 1000 * (i % 7 == 0));
+    for (int i = 0; i < N; i++)
+      iv[i] = urand() < 0.6 ? 0 : (int64_t)(urand() * (V - 5)); /* row 0: most ids */
     int ok = 1;
     const char *be[3] = {"vulkan", "vulkan", "cpu"};
     float *out[3] = {yv, yv2, yc};
@@ -279,14 +291,15 @@ static void adamw_cases(void) {
         snprintf(nm, sizeof nm, "p%d.v", k);
         pv_var_new(ctx, nm, PV_F32, 1, &n[k], &vv[k]);
         float *p0 = malloc(sizeof(float) * (size_t)n[k]);
-        for (int64_t i = 0; i < n[k]; i++) p0[i] = (float)cos(0.9 * (double)i + k);
+        for (int64_t i = 0; i < n[k]; i++)
+          p0[i] = (float)cos(0.9 * (double)i + k);
         pv_var_write(vp[k], PV_F32, p0, n[k]);
         free(p0);
         pv_var_fill(vm[k], 0);
         pv_var_fill(vv[k], 0);
         G[k] = pv_input(g, "grad", PV_F32, 1, &n[k]);
-        pv_tensor *tok = pv_adamw(g, pv_use_var(g, vp[k]), G[k], pv_use_var(g, vm[k]), pv_use_var(g, vv[k]), H,
-                                  ls[k], wd[k]);
+        pv_tensor *tok =
+            pv_adamw(g, pv_use_var(g, vp[k]), G[k], pv_use_var(g, vm[k]), pv_use_var(g, vv[k]), H, ls[k], wd[k]);
         if (k == 0) pv_mark_output(tok);
       }
       pv_plan *p = NULL;
@@ -299,7 +312,8 @@ static void adamw_cases(void) {
         ok &= pv_plan_write(p, H, PV_F32, h, 6) == PV_OK;
         for (int k = 0; k < NG; k++) {
           float *gv = malloc(sizeof(float) * (size_t)n[k]);
-          for (int64_t i = 0; i < n[k]; i++) gv[i] = (float)(sin(1.3 * (double)i + 0.7 * step + k) * (k ? 0.01 : 2));
+          for (int64_t i = 0; i < n[k]; i++)
+            gv[i] = (float)(sin(1.3 * (double)i + 0.7 * step + k) * (k ? 0.01 : 2));
           ok &= pv_plan_write(p, G[k], PV_F32, gv, n[k]) == PV_OK;
           free(gv);
         }
@@ -321,12 +335,16 @@ static void adamw_cases(void) {
     for (int k = 0; k < NG; k++)
       for (int j = 0; j < 3; j++) {
         double e = 0, mx = 0;
-        for (int64_t i = 0; i < n[k]; i++) mx = fmax(mx, fabs(res[1][k][j][i]));
+        for (int64_t i = 0; i < n[k]; i++)
+          mx = fmax(mx, fabs(res[1][k][j][i]));
         for (int64_t i = 0; i < n[k]; i++)
           e = fmax(e, fabs((double)res[0][k][j][i] - res[1][k][j][i]) / fmax(fabs(res[1][k][j][i]), 1e-3 * mx + 1e-30));
         exact &= !memcmp(res[0][k][j], res[1][k][j], sizeof(float) * (size_t)n[k]);
         CHECK(e <= 1e-6, "adamw beta1=%g group %d %s: vulkan vs cpu max rel %.3g", b1s[bi], k,
-              j == 0 ? "param" : j == 1 ? "m" : "v", e);
+              j == 0   ? "param"
+              : j == 1 ? "m"
+                       : "v",
+              e);
         free(res[0][k][j]);
         free(res[1][k][j]);
       }
@@ -354,7 +372,8 @@ static void assign_cases(void) {
     pv_var_fill(vb, 1.25);
     pv_var_fill(vc, 0);
     float x[N], f = -0.3f;
-    for (int i = 0; i < N; i++) x[i] = (float)sin(0.1 * i);
+    for (int i = 0; i < N; i++)
+      x[i] = (float)sin(0.1 * i);
     pv_plan_options o = {be ? "cpu" : "vulkan", 0, -1, 0};
     pv_plan *p = NULL;
     int ok = pv_plan_compile(g, &o, &p) == PV_OK && pv_plan_write(p, val, PV_F32, x, N) == PV_OK &&
@@ -372,15 +391,8 @@ static void assign_cases(void) {
 }
 
 int main(void) {
-  setenv("PIVOT_VK_VALIDATION", "1", 1);
   pv_context *ctx = pv_context_new();
-  const char *why = NULL;
-  if (!pv_backend_available(ctx, "vulkan", &why)) {
-    const char *allow = getenv("PIVOT_ALLOW_NO_VULKAN");
-    int allowed = allow && !strcmp(allow, "1");
-    printf("vulkan is not available: %s%s\n", why ? why : "unknown reason",
-           allowed ? " (allowed by PIVOT_ALLOW_NO_VULKAN=1)" : "");
-    CHECK(allowed, "vulkan is required (set PIVOT_ALLOW_NO_VULKAN=1 to skip): %s", why ? why : "");
+  if (!pv_t_vulkan_required(ctx)) {
     pv_context_free(ctx);
     return pv_t_finish();
   }
@@ -392,12 +404,6 @@ int main(void) {
   emb_range_cases();
   adamw_cases();
   assign_cases();
-  if (pv__vk_validation_active && pv__vk_validation_active(NULL)) {
-    int n = pv__vk_validation_errors(NULL);
-    CHECK(n == 0, "%d Vulkan validation errors (printed above)", n);
-    printf("validation layer: %d errors\n", n);
-  } else {
-    printf("note: VK_LAYER_KHRONOS_validation is not installed: validation not checked\n");
-  }
+  pv_t_check_validation();
   return pv_t_finish();
 }

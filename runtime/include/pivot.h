@@ -57,17 +57,17 @@ typedef struct pv_safetensors pv_safetensors; /* an open (mmapped) safetensors f
 typedef struct pv_tokenizer pv_tokenizer;     /* a byte-level BPE tokenizer from tokenizer.json */
 
 /* ---------------------------------------------------------------- library and context */
-const char *pv_version(void);                      /* static string, e.g. "0.1.0" */
-const char *pv_header_text(void);                  /* this header's text (the Lua binding cdefs it) */
-const char *pv_status_name(pv_status s);           /* static string, e.g. "PV_ERR_SHAPE" */
-const char *pv_dtype_name(pv_dtype t);             /* static string: "f32", "f16", "bf16", "i32", "i64", "f64" */
-size_t pv_dtype_size(pv_dtype t);                  /* bytes per element, 0 for an invalid dtype */
+const char *pv_version(void);            /* static string, e.g. "0.1.0" */
+const char *pv_header_text(void);        /* this header's text (the Lua binding cdefs it) */
+const char *pv_status_name(pv_status s); /* static string, e.g. "PV_ERR_SHAPE" */
+const char *pv_dtype_name(pv_dtype t);   /* static string: "f32", "f16", "bf16", "i32", "i64", "f64" */
+size_t pv_dtype_size(pv_dtype t);        /* bytes per element, 0 for an invalid dtype */
 
-pv_context *pv_context_new(void);                  /* NULL only when out of memory; free with pv_context_free */
-void pv_context_free(pv_context *ctx);             /* frees variables too; NULL is a no-op */
-const char *pv_last_error(const pv_context *ctx);  /* the last error message; "" if none; owned by ctx */
+pv_context *pv_context_new(void);                 /* NULL only when out of memory; free with pv_context_free */
+void pv_context_free(pv_context *ctx);            /* frees variables too; NULL is a no-op */
+const char *pv_last_error(const pv_context *ctx); /* the last error message; "" if none; owned by ctx */
 void pv_clear_error(pv_context *ctx);
-pv_status pv_set_threads(pv_context *ctx, int n);  /* CPU threads for plans compiled afterwards (default: all cores) */
+pv_status pv_set_threads(pv_context *ctx, int n); /* CPU threads for plans compiled afterwards (default: all cores) */
 int pv_get_threads(const pv_context *ctx);
 pv_status pv_set_seed(pv_context *ctx, uint64_t seed); /* seed of pv_var_init_* */
 
@@ -81,12 +81,11 @@ pv_status pv_backend_describe(pv_context *ctx, const char *backend, char *buf, s
 
 /* ---------------------------------------------------------------- variables (persistent tensors) */
 /* Creates a zero-filled variable. The name must be unique in the context. *out is owned by ctx. */
-pv_status pv_var_new(pv_context *ctx, const char *name, pv_dtype dtype, int ndim, const int64_t *shape,
-                     pv_var **out);
-pv_var *pv_var_find(pv_context *ctx, const char *name);     /* NULL if absent (not an error) */
-pv_status pv_var_free(pv_var *v);                            /* removes it from its context */
+pv_status pv_var_new(pv_context *ctx, const char *name, pv_dtype dtype, int ndim, const int64_t *shape, pv_var **out);
+pv_var *pv_var_find(pv_context *ctx, const char *name); /* NULL if absent (not an error) */
+pv_status pv_var_free(pv_var *v);                       /* removes it from its context */
 int pv_var_count(const pv_context *ctx);
-pv_var *pv_var_at(const pv_context *ctx, int i);             /* i in [0, count) in creation order */
+pv_var *pv_var_at(const pv_context *ctx, int i); /* i in [0, count) in creation order */
 const char *pv_var_name(const pv_var *v);
 pv_dtype pv_var_dtype(const pv_var *v);
 int pv_var_ndim(const pv_var *v);
@@ -102,7 +101,7 @@ pv_status pv_var_init_normal(pv_var *v, double mean, double std);
 pv_status pv_var_init_uniform(pv_var *v, double lo, double hi);
 
 /* ---------------------------------------------------------------- graphs */
-pv_graph *pv_graph_new(pv_context *ctx);       /* NULL when out of memory or ctx is NULL */
+pv_graph *pv_graph_new(pv_context *ctx); /* NULL when out of memory or ctx is NULL */
 void pv_graph_free(pv_graph *g);
 pv_context *pv_graph_context(const pv_graph *g);
 pv_status pv_graph_status(const pv_graph *g);  /* the sticky error status (PV_OK if none) */
@@ -112,27 +111,27 @@ int pv_graph_node_count(const pv_graph *g);
 
 /* Leaves */
 pv_tensor *pv_input(pv_graph *g, const char *name, pv_dtype dtype, int ndim, const int64_t *shape);
-pv_tensor *pv_use_var(pv_graph *g, pv_var *v);          /* a node that reads (and may update) v */
+pv_tensor *pv_use_var(pv_graph *g, pv_var *v); /* a node that reads (and may update) v */
 pv_tensor *pv_fill(pv_graph *g, double value, int ndim, const int64_t *shape); /* constant f32 */
-pv_tensor *pv_arange(pv_graph *g, int64_t n, pv_dtype dtype); /* 0..n-1 */
+pv_tensor *pv_arange(pv_graph *g, int64_t n, pv_dtype dtype);                  /* 0..n-1 */
 
 /* Marks. pv_set_trainable: gradients flow to this var-node or input (frozen otherwise). */
 pv_status pv_set_trainable(pv_tensor *t, int trainable);
-pv_status pv_mark_output(pv_tensor *t);                 /* kept after the run and readable */
+pv_status pv_mark_output(pv_tensor *t); /* kept after the run and readable */
 /* Marks (on=1) or unmarks (on=0) t as an output. Gradients of trainable nodes are outputs after
  * pv_graph_backward; an optimizer that consumes them in the same plan unmarks them to save memory. */
 pv_status pv_set_output(pv_tensor *t, int on);
-pv_status pv_set_name(pv_tensor *t, const char *name);  /* copied */
+pv_status pv_set_name(pv_tensor *t, const char *name); /* copied */
 
 /* Tensor queries */
 pv_dtype pv_tensor_dtype(const pv_tensor *t);
 int pv_tensor_ndim(const pv_tensor *t);
-int64_t pv_tensor_dim(const pv_tensor *t, int i);      /* negative i counts from the end */
+int64_t pv_tensor_dim(const pv_tensor *t, int i); /* negative i counts from the end */
 int64_t pv_tensor_numel(const pv_tensor *t);
-const char *pv_tensor_name(const pv_tensor *t);        /* "" if unnamed */
-const char *pv_tensor_op(const pv_tensor *t);          /* the op name, e.g. "matmul", "input", "var" */
+const char *pv_tensor_name(const pv_tensor *t); /* "" if unnamed */
+const char *pv_tensor_op(const pv_tensor *t);   /* the op name, e.g. "matmul", "input", "var" */
 int pv_tensor_id(const pv_tensor *t);
-pv_var *pv_tensor_var(const pv_tensor *t);             /* the variable of a pv_use_var node, else NULL */
+pv_var *pv_tensor_var(const pv_tensor *t); /* the variable of a pv_use_var node, else NULL */
 
 /* Autodiff: appends the backward graph of loss (a tensor with one element) to g, for every trainable
  * var-node that loss depends on. Non-differentiable inputs (ids, masks) get no gradient. */
@@ -152,13 +151,26 @@ pv_tensor *pv_add(pv_graph *g, pv_tensor *a, pv_tensor *b);
 pv_tensor *pv_sub(pv_graph *g, pv_tensor *a, pv_tensor *b);
 pv_tensor *pv_mul(pv_graph *g, pv_tensor *a, pv_tensor *b);
 pv_tensor *pv_div(pv_graph *g, pv_tensor *a, pv_tensor *b);
-pv_tensor *pv_scale(pv_graph *g, pv_tensor *x, double s);          /* s * x */
-pv_tensor *pv_add_scalar(pv_graph *g, pv_tensor *x, double c);     /* x + c */
+pv_tensor *pv_scale(pv_graph *g, pv_tensor *x, double s);      /* s * x */
+pv_tensor *pv_add_scalar(pv_graph *g, pv_tensor *x, double c); /* x + c */
 
 /* Unary */
 typedef enum pv_unary_kind {
-  PV_NEG = 0, PV_EXP, PV_LOG, PV_SQRT, PV_RSQRT, PV_TANH, PV_SIGMOID, PV_LOGSIGMOID, PV_SILU,
-  PV_GELU_TANH, PV_GELU_ERF, PV_RELU, PV_SQUARE, PV_ABS, PV_UNARY_COUNT
+  PV_NEG = 0,
+  PV_EXP,
+  PV_LOG,
+  PV_SQRT,
+  PV_RSQRT,
+  PV_TANH,
+  PV_SIGMOID,
+  PV_LOGSIGMOID,
+  PV_SILU,
+  PV_GELU_TANH,
+  PV_GELU_ERF,
+  PV_RELU,
+  PV_SQUARE,
+  PV_ABS,
+  PV_UNARY_COUNT
 } pv_unary_kind;
 pv_tensor *pv_unary(pv_graph *g, pv_unary_kind kind, pv_tensor *x);
 /* dy * f'(x): the backward of pv_unary (exposed for tests and custom rules) */
@@ -170,8 +182,8 @@ pv_tensor *pv_swiglu(pv_graph *g, pv_tensor *a, pv_tensor *b);
 pv_tensor *pv_sum(pv_graph *g, pv_tensor *x, int axis, int keepdim);
 pv_tensor *pv_mean(pv_graph *g, pv_tensor *x, int axis, int keepdim);
 pv_tensor *pv_max(pv_graph *g, pv_tensor *x, int axis, int keepdim);
-pv_tensor *pv_sumsq(pv_graph *g, pv_tensor *x);                   /* sum of squares of all -> [1] */
-pv_tensor *pv_sum_all(pv_graph *g, pv_tensor *x);                 /* -> [1] */
+pv_tensor *pv_sumsq(pv_graph *g, pv_tensor *x);   /* sum of squares of all -> [1] */
+pv_tensor *pv_sum_all(pv_graph *g, pv_tensor *x); /* -> [1] */
 /* Sums broadcast dimensions away so the result has the given shape (the backward of broadcasting). */
 pv_tensor *pv_sum_to(pv_graph *g, pv_tensor *x, int ndim, const int64_t *shape);
 /* Broadcasts x to shape (materialised). */
@@ -222,10 +234,11 @@ pv_tensor *pv_label_mask(pv_graph *g, pv_tensor *labels, int64_t ignore_index);
 /* Updates (side effects on variables; they run after every other node of the plan).
  * AdamW (decoupled weight decay, as torch.optim.AdamW): param, m, v are var-nodes of one shape,
  * grad the same shape; hyper is a [6] f32 tensor (lr, beta1, beta2, eps, 1 - beta1^t, 1 - beta2^t),
- * usually a var or an input so a recorded plan stays valid. lr_scale and weight_decay are per-group.
- * Returns a [1] token node that depends on the update. */
-pv_tensor *pv_adamw(pv_graph *g, pv_tensor *param, pv_tensor *grad, pv_tensor *m, pv_tensor *v,
-                    pv_tensor *hyper, double lr_scale, double weight_decay);
+ * usually a var or an input so a recorded plan stays valid, or [7] with a gradient scale last (the update uses
+ * grad * hyper[6], e.g. global-norm clipping's coefficient computed in the graph). lr_scale and weight_decay are
+ * per-group. Returns a [1] token node that depends on the update. */
+pv_tensor *pv_adamw(pv_graph *g, pv_tensor *param, pv_tensor *grad, pv_tensor *m, pv_tensor *v, pv_tensor *hyper,
+                    double lr_scale, double weight_decay);
 /* dst (a var-node) = value, or dst += value when accumulate. value may be scaled by a [1] tensor
  * factor (NULL: 1). Returns a [1] token node. */
 pv_tensor *pv_assign(pv_graph *g, pv_tensor *dst, pv_tensor *value, pv_tensor *factor, int accumulate);
@@ -280,12 +293,12 @@ pv_status pv_st_load_var(pv_safetensors *st, int i, pv_var *v);
 /* Writes a safetensors file atomically (temporary file in the same folder, fsync, rename).
  * names[i], dtypes[i] (the on-disk dtype; data is converted from src_dtypes[i]), shapes. metadata
  * is a JSON object text of string values or NULL. */
-pv_status pv_st_save(pv_context *ctx, const char *path, int n, const char *const *names,
-                     const pv_dtype *dtypes, const int *ndims, const int64_t *const *shapes,
-                     const pv_dtype *src_dtypes, const void *const *datas, const char *metadata);
+pv_status pv_st_save(pv_context *ctx, const char *path, int n, const char *const *names, const pv_dtype *dtypes,
+                     const int *ndims, const int64_t *const *shapes, const pv_dtype *src_dtypes,
+                     const void *const *datas, const char *metadata);
 /* Saves variables (by name) as they are stored; dtype PV_F32 etc. for the file. */
-pv_status pv_st_save_vars(pv_context *ctx, const char *path, int n, pv_var *const *vars,
-                          const char *const *names, pv_dtype file_dtype, const char *metadata);
+pv_status pv_st_save_vars(pv_context *ctx, const char *path, int n, pv_var *const *vars, const char *const *names,
+                          pv_dtype file_dtype, const char *metadata);
 
 /* ---------------------------------------------------------------- tokenizer (tokenizer.json) */
 pv_status pv_tok_load(pv_context *ctx, const char *path, pv_tokenizer **out);
@@ -300,7 +313,6 @@ int64_t pv_tok_encode(pv_tokenizer *tok, const char *text, size_t len, int32_t *
 int64_t pv_tok_decode(pv_tokenizer *tok, const int32_t *ids, int64_t n, char *out, size_t cap);
 int32_t pv_tok_token_to_id(const pv_tokenizer *tok, const char *token); /* -1 if absent */
 const char *pv_tok_id_to_token(const pv_tokenizer *tok, int32_t id);    /* NULL if absent */
-
 
 /* ---------------------------------------------------------------- images (stb_image / stb_image_write) */
 /* Reads the size of an image file without decoding it all. */
@@ -322,19 +334,19 @@ pv_status pv_png_write(pv_context *ctx, const char *path, int width, int height,
 /* ---------------------------------------------------------------- the built-in world (a procedural dataset) */
 typedef struct pv_world pv_world;
 typedef struct pv_world_config {
-  int image_size;   /* pixels per side (e.g. 32 or 64) */
-  int grid;         /* objects sit on a grid x grid lattice of cells (e.g. 3) */
+  int image_size; /* pixels per side (e.g. 32 or 64) */
+  int grid;       /* objects sit on a grid x grid lattice of cells (e.g. 3) */
   int min_objects, max_objects;
   int allow_occlusion; /* 1: objects may overlap, later ones drawn on top */
-  float noise;      /* background/pixel noise amplitude, 0..1 */
-  int textured;     /* 1: textured background */
+  float noise;         /* background/pixel noise amplitude, 0..1 */
+  int textured;        /* 1: textured background */
 } pv_world_config;
 typedef struct pv_world_object {
-  int shape;        /* 0..pv_world_count(w, "shape")-1 */
+  int shape; /* 0..pv_world_count(w, "shape")-1 */
   int color;
-  int size;         /* 0 small, 1 medium, 2 large */
+  int size;           /* 0 small, 1 medium, 2 large */
   int cell_x, cell_y; /* grid cell */
-  int cx, cy;       /* centre in pixels */
+  int cx, cy;         /* centre in pixels */
   int x0, y0, x1, y1; /* bounding box in pixels, inclusive-exclusive */
   int visible_pixels; /* after occlusion */
 } pv_world_object;
