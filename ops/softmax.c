@@ -10,7 +10,8 @@
  *  and dx = 0 at excluded entries (y = 0 in softmax, y = -inf in log_softmax, or causal) and in fully masked
  *  rows. The mask is not differentiated (nodiff bit 1). softmax_grad is backward-only.
  * CPU kernels (runtime/cpu/vmath): vector exp (< 1 ulp); the row sums Σ exp and Σ dy⊙y in blocks (f32 within
- * blocks of at most 128 elements, float64 across blocks).
+ * blocks of at most 128 elements, float64 across blocks). Rows of Tk <= 128 (attention) run in registers in one
+ * pass with no branch on the causal limit (same bits as the long-row passes).
  * Sources: softmax (x, [mask]); softmax_grad (y, dy) with the same params. */
 #include "common.h"
 #include "../runtime/cpu/vmath.h"
@@ -45,7 +46,8 @@ static pv_status softmax_shape(pv_tensor *t) {
       int64_t sh[PV_MAX_DIMS];
       int n;
       int ok = pv__broadcast_shape(x->ndim, x->shape, m->ndim, m->shape, &n, sh) && n == x->ndim;
-      for (int i = 0; ok && i < n; i++) ok = sh[i] == x->shape[i];
+      for (int i = 0; ok && i < n; i++)
+        ok = sh[i] == x->shape[i];
       if (!ok)
         return PV_FAIL(t, PV_ERR_SHAPE, "%s: mask %s does not broadcast to x %s", nm, PV_SHAPESTR(b1, m),
                        PV_SHAPESTR(b2, x));
@@ -98,11 +100,8 @@ static void softmax_cpu(const pv_tensor *t, const pv_cpu_args *a) {
         yr[j] = sc * xr[j] + mr[j * ms];
       src = yr, s1 = 1.0f, mr = NULL;
     }
-    if (!pv__vm_softmax_row(yr, src, s1, mr, lim, p->log)) { /* fully masked row */
+    if (!pv__vm_softmax_row(yr, src, s1, mr, lim, Tk, p->log)) /* fully masked row */
       pv__vm_fill(yr, p->log ? -INFINITY : 0.0f, Tk);
-      continue;
-    }
-    pv__vm_fill(yr + lim, p->log ? -INFINITY : 0.0f, Tk - lim);
   }
 }
 
@@ -116,8 +115,7 @@ static void softmax_grad_cpu(const pv_tensor *t, const pv_cpu_args *a) {
     const float *yr = y + r * Tk, *dyr = dy + r * Tk;
     float *dxr = dx + r * Tk;
     int64_t lim = p->causal ? causal_lim(t, r) : Tk;
-    pv__vm_softmax_grad_row(p->log, yr, dyr, dxr, sc, lim);
-    pv__vm_fill(dxr + lim, 0.0f, Tk - lim);
+    pv__vm_softmax_grad_row(p->log, yr, dyr, dxr, sc, lim, Tk);
   }
 }
 
@@ -136,10 +134,13 @@ static void softmax_ref(const pv_tensor *t, double *y, const double *const *s, d
       if (yr[j] > m) m = yr[j];
     }
     double sum = 0;
-    for (int64_t j = 0; j < Tk; j++) sum += m == -INFINITY ? 0.0 : exp(yr[j] - m);
+    for (int64_t j = 0; j < Tk; j++)
+      sum += m == -INFINITY ? 0.0 : exp(yr[j] - m);
     for (int64_t j = 0; j < Tk; j++) {
-      if (m == -INFINITY || yr[j] == -INFINITY) yr[j] = p->log ? -INFINITY : 0.0;
-      else yr[j] = p->log ? yr[j] - m - log(sum) : exp(yr[j] - m) / sum;
+      if (m == -INFINITY || yr[j] == -INFINITY)
+        yr[j] = p->log ? -INFINITY : 0.0;
+      else
+        yr[j] = p->log ? yr[j] - m - log(sum) : exp(yr[j] - m) / sum;
     }
   }
 }
@@ -155,8 +156,10 @@ static void softmax_grad_ref(const pv_tensor *t, double *dx, const double *const
     for (int64_t j = 0; j < lim; j++)
       if (yr[j] != zero) sum += p->log ? dyr[j] : dyr[j] * yr[j];
     for (int64_t j = 0; j < Tk; j++) {
-      if (j >= lim || yr[j] == zero) dx[r * Tk + j] = 0.0;
-      else dx[r * Tk + j] = p->scale * (p->log ? dyr[j] - exp(yr[j]) * sum : yr[j] * (dyr[j] - sum));
+      if (j >= lim || yr[j] == zero)
+        dx[r * Tk + j] = 0.0;
+      else
+        dx[r * Tk + j] = p->scale * (p->log ? dyr[j] - exp(yr[j]) * sum : yr[j] * (dyr[j] - sum));
     }
   }
 }
@@ -185,7 +188,8 @@ static int softmax_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
   if (hm) {
     pv__bcast_strides(t->ndim, t->shape, t->src[1]->ndim, t->src[1]->shape, st[0]);
     ms = st[0][t->ndim - 1];
-    for (int i = 0; i < t->ndim - 1; i++) sh[i] = t->shape[i];
+    for (int i = 0; i < t->ndim - 1; i++)
+      sh[i] = t->shape[i];
     nd = pv_vk_coalesce(t->ndim - 1, sh, 1, st);
   }
   int bind[3] = {-1, 0, grad || hm ? 1 : 0};
@@ -202,11 +206,23 @@ static int softmax_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
   return 1;
 }
 
-const pv_op_def pv_op_softmax = {.name = "softmax", .min_src = 1, .max_src = 2, .flags = PV_OPF_INPLACE, .nodiff = 2u,
-                                 .shape = softmax_shape, .backward = softmax_backward, .cpu = softmax_cpu,
-                                 .ref = softmax_ref, .vk = softmax_vk};
-const pv_op_def pv_op_softmax_grad = {.name = "softmax_grad", .min_src = 2, .max_src = 2, .flags = PV_OPF_INPLACE,
-                                      .shape = softmax_shape, .cpu = softmax_grad_cpu, .ref = softmax_grad_ref,
+const pv_op_def pv_op_softmax = {.name = "softmax",
+                                 .min_src = 1,
+                                 .max_src = 2,
+                                 .flags = PV_OPF_INPLACE,
+                                 .nodiff = 2u,
+                                 .shape = softmax_shape,
+                                 .backward = softmax_backward,
+                                 .cpu = softmax_cpu,
+                                 .ref = softmax_ref,
+                                 .vk = softmax_vk};
+const pv_op_def pv_op_softmax_grad = {.name = "softmax_grad",
+                                      .min_src = 2,
+                                      .max_src = 2,
+                                      .flags = PV_OPF_INPLACE,
+                                      .shape = softmax_shape,
+                                      .cpu = softmax_grad_cpu,
+                                      .ref = softmax_grad_ref,
                                       .vk = softmax_vk};
 
 static pv_tensor *softmax(pv_graph *g, int log, pv_tensor *x, pv_tensor *mask, double scale, int causal) {

@@ -233,6 +233,7 @@ static float frand(uint32_t *s) {
 static void test_arrays(int maxl) {
   enum { M = 300 };
   static float a[M], b[M], y[M + 1], w[M], pp[M], mm[M], vv[M], p2[M], m2[M], v2[M];
+  static float sm0[2][M][M + 1], sg0[2][M][M + 1]; /* softmax rows and their gradients at level 0, by lg and n */
   uint32_t s = 7;
   for (int i = 0; i < M; i++)
     a[i] = frand(&s) * 3, b[i] = frand(&s) + 2.5f, w[i] = frand(&s);
@@ -303,11 +304,16 @@ static void test_arrays(int maxl) {
       CHECK(fabs(se - sr) <= 1e-6 * sr && !bad, "exp_sum (%s) n=%d: %g vs %g", ln, n, se, sr);
       for (int lg = 0; lg < 2; lg++) {
         float yy[M], dx[M + 1];
-        for (int j = 0; j < n; j++)
-          yy[j] = lg ? (j % 5 == 3 ? -INFINITY : z[j] - m - 3) : (j % 5 == 3 ? 0 : y[j] / 10);
-        dx[n] = 777.0f;
+        int nt = n + (n % 3 ? n % 41 : 0); /* entries n..nt-1 excluded (a causal row's tail) */
+        if (nt > M) nt = M;
+        for (int j = 0; j < M; j++)
+          yy[j] = j >= n ? 1.0f : lg ? (j % 5 == 3 ? -INFINITY : z[j] - m - 3) : (j % 5 == 3 ? 0 : y[j] / 10);
+        for (int j = 0; j <= M; j++)
+          dx[j] = 777.0f;
         bad = 0;
-        pv__vm_softmax_grad_row(lg, yy, a, dx, 0.5f, n);
+        pv__vm_softmax_grad_row(lg, yy, a, dx, 0.5f, n, nt);
+        for (int j = n; j < nt; j++)
+          if (dx[j] != 0.0f) bad++;
         double sd = 0;
         for (int j = 0; j < n; j++)
           if (yy[j] != (lg ? -INFINITY : 0)) sd += lg ? a[j] : (double)a[j] * yy[j];
@@ -317,16 +323,26 @@ static void test_arrays(int maxl) {
                                                    : 0.5 * yy[j] * (a[j] - sd);
           if (fabs(dx[j] - r) > 1e-5 * (1 + fabs(r))) bad++;
         }
-        CHECK(!bad && dx[n] == 777.0f, "softmax_grad_row (%s) log %d n=%d", ln, lg, n);
+        CHECK(!bad && dx[nt] == 777.0f, "softmax_grad_row (%s) log %d n=%d nt=%d", ln, lg, n, nt);
+        if (n <= 128) {
+          float d2[M + 1];
+          pv__vm_softmax_grad_row(lg, yy, a, d2, 0.5f, n, 129 + n % 7);
+          CHECK(!memcmp(dx, d2, sizeof(float) * (size_t)n), "softmax_grad_row (%s) log %d n=%d: short = long path", ln,
+                lg, n);
+        }
+        if (l == 0) memcpy(sg0[lg][n - 1], dx, sizeof dx);
+        CHECK(!memcmp(sg0[lg][n - 1], dx, sizeof dx), "softmax_grad_row (%s) log %d n=%d: bitwise level 0", ln, lg, n);
       }
     }
     /* whole softmax rows (in place), and a fully masked row */
-    for (int n = 1; n <= M; n += 37)
+    for (int n = 1; n <= M; n += 11)
       for (int lg = 0; lg < 2; lg++) {
-        float r[M], mask[M];
-        for (int j = 0; j < n; j++)
-          r[j] = a[j], mask[j] = j % 4 == 1 ? -INFINITY : 0.0f;
-        int ok = pv__vm_softmax_row(r, r, 0.5f, mask, n, lg);
+        float r[M + 1], mask[M];
+        int nt = n + (n % 3 ? n % 41 : 0); /* entries n..nt-1 excluded (a causal row's tail) */
+        if (nt > M) nt = M;
+        for (int j = 0; j <= M; j++)
+          r[j] = j < n ? a[j] : 777.0f, mask[j < M ? j : 0] = j % 4 == 1 ? -INFINITY : 0.0f;
+        int ok = pv__vm_softmax_row(r, r, 0.5f, mask, n, nt, lg);
         double mx = -INFINITY, se = 0;
         for (int j = 0; j < n; j++)
           if (j % 4 != 1 && 0.5 * a[j] > mx) mx = 0.5 * a[j];
@@ -337,10 +353,21 @@ static void test_arrays(int maxl) {
           double e = j % 4 == 1 ? (lg ? -INFINITY : 0) : lg ? 0.5 * a[j] - mx - log(se) : exp(0.5 * a[j] - mx) / se;
           if (isinf(e) ? r[j] != e : fabs(r[j] - e) > 1e-6 * (1 + fabs(e))) bad++;
         }
-        CHECK(ok && !bad, "softmax_row (%s) log %d n=%d", ln, lg, n);
+        for (int j = n; j < nt; j++)
+          if (r[j] != (lg ? -INFINITY : 0.0f)) bad++;
+        CHECK(ok && !bad && r[nt] == 777.0f, "softmax_row (%s) log %d n=%d nt=%d", ln, lg, n, nt);
+        if (n <= 128) { /* the in-register path (nt <= 128) gives the bits of the long-row path (nt > 128) */
+          float r2[M + 1];
+          memcpy(r2, a, sizeof(float) * (size_t)n);
+          pv__vm_softmax_row(r2, r2, 0.5f, mask, n, 129 + n % 7, lg);
+          CHECK(!memcmp(r, r2, sizeof(float) * (size_t)n), "softmax_row (%s) log %d n=%d: short = long path", ln, lg,
+                n);
+        }
+        if (l == 0) memcpy(sm0[lg][n - 1], r, sizeof r);
+        CHECK(!memcmp(sm0[lg][n - 1], r, sizeof r), "softmax_row (%s) log %d n=%d: bitwise level 0", ln, lg, n);
         for (int j = 0; j < n; j++)
           mask[j] = -INFINITY;
-        CHECK(!pv__vm_softmax_row(r, a, 1.0f, mask, n, lg), "softmax_row (%s): fully masked row", ln);
+        CHECK(!pv__vm_softmax_row(r, a, 1.0f, mask, n, nt, lg), "softmax_row (%s): fully masked row", ln);
       }
     /* norm rows */
     for (int n = 1; n <= M; n += 29) {

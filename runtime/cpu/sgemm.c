@@ -4,15 +4,13 @@
  *       for ic (MR rows)    op(A) panel: packed MR x KC (a[k * AS + i]), or read in place
  *         for jr (NR)       micro-kernel: MR x NR accumulators += op(A)[ic.., k] (broadcast) x op(B)[k, jr..]
  * What is read in place (measured on the mini-MLLM shapes: packing costs more than it saves there):
- *   op(B) = B (tb = 0): B's rows, every full NR-wide panel, unless ldb is a multiple of 1024 floats; else packed
- *   (tb = 1: with 16 x 16, AVX2 8 x 8, transposes).
- *   op(A) = A (ta = 0): A's rows (full MR-row tiles); ta = 1: A's columns when the panel is used by one NR panel
- *   only or K is short, else packed (a strided copy).
- * Edge tiles: the partial B panel and A panel are packed with zero padding (AVX-512: A through a 16 x 16
- * transpose), kernels exist for 12, 8 and 4 rows and 2 or 1 vectors of columns, and stores are masked to the
- * mr x nr valid part. The first K slice stores its tile, later ones add theirs to C (beta = 0 overall).
- * Every C element is one FMA chain per K slice, summed slice by slice, the same wherever its tile lies: the result
- * is bitwise the same for every thread count and split.
+ *   op(B) = B (tb = 0, ta = 0): B's rows, every full NR-wide panel, unless ldb is a multiple of 1024 floats; else
+ * packed (tb = 1: with 16 x 16, AVX2 8 x 8, transposes). op(A) = A (ta = 0): A's rows (full MR-row tiles); ta = 1: A's
+ * columns when the panel is used by one NR panel only or K is short, else packed (a strided copy). Edge tiles: the
+ * partial B panel and A panel are packed with zero padding (AVX-512: A through a 16 x 16 transpose), kernels exist for
+ * 12, 8 and 4 rows and 2 or 1 vectors of columns, and stores are masked to the mr x nr valid part. The first K slice
+ * stores its tile, later ones add theirs to C (beta = 0 overall). Every C element is one FMA chain per K slice, summed
+ * slice by slice, the same wherever its tile lies: the result is bitwise the same for every thread count and split.
  * AVX-512 kernel: 12 x 32 (24 zmm accumulators, a B row in 2 zmm, A broadcast from memory by the FMA); AVX2+FMA:
  * 6 x 16. Their code lives in functions with target attributes (the build targets x86-64-v2), picked at run time
  * with __builtin_cpu_supports. Scratch: on the stack up to STACK_FLOATS, else one posix_memalign per call
@@ -502,9 +500,11 @@ void pv__sgemm_ex(int variant, int ta, int tb, int64_t M, int64_t N, int64_t K, 
   const int MR = ar->mr, NR = ar->nr;
   int64_t nks = (K + KC_MAX - 1) / KC_MAX;
   j.kcb = (K + nks - 1) / nks;
-  /* B's rows in place (measured faster than packing them on the mini-MLLM shapes), unless rows 4 KiB apart (or a
-   * multiple): a kc x NR panel of those falls into a few cache sets (measured ~25% slower, e.g. 1024^3) */
-  j.bin = !tb && ldb % 1024 != 0;
+  /* B's rows in place (measured faster than packing them on the mini-MLLM's forward and input-gradient shapes),
+   * unless rows 4 KiB apart (or a multiple): a kc x NR panel of those falls into a few cache sets (measured ~25%
+   * slower, e.g. 1024^3). Not with ta (weight gradients, K = all the rows of a batch): there B's long, cold,
+   * strided panels are re-read for every A tile; packed, the TN GEMMs of the mini-MLLM step ran ~15% faster. */
+  j.bin = !tb && !ta && ldb % 1024 != 0;
   /* threads: each gets at least MIN_MACS_PER_THREAD multiply-adds; C is cut into T cells, tm x tn, minimising the
    * largest cell's compute (~32 MACs a cycle) plus its traffic (op(B) columns: ~2 a cycle packed, else ~0.5; op(A)
    * rows: ~1 a cycle packed (ta), else ~0.5). Cutting finer (more cells than threads) measured 3-15% slower. */

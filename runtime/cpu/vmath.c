@@ -122,11 +122,11 @@ float pv__vm_scale_add_max(float *z, const float *x, float sc, const float *mask
 }
 void pv__vm_fill(float *y, float v, int64_t n) { CALL(fill, (y, v, n)); }
 double pv__vm_exp_sum(float *y, const float *x, float m, int64_t n) { return CALL(exp_sum, (y, x, m, n)); }
-int pv__vm_softmax_row(float *y, const float *x, float sc, const float *mask, int64_t n, int lg) {
-  return CALL(softmax_row, (y, x, sc, mask, n, lg));
+int pv__vm_softmax_row(float *y, const float *x, float sc, const float *mask, int64_t n, int64_t nt, int lg) {
+  return CALL(softmax_row, (y, x, sc, mask, n, nt, lg));
 }
-void pv__vm_softmax_grad_row(int lg, const float *y, const float *dy, float *dx, float sc, int64_t n) {
-  CALL(softmax_grad_row, (lg, y, dy, dx, sc, n));
+void pv__vm_softmax_grad_row(int lg, const float *y, const float *dy, float *dx, float sc, int64_t n, int64_t nt) {
+  CALL(softmax_grad_row, (lg, y, dy, dx, sc, n, nt));
 }
 void pv__vm_norm_apply(const float *x, float mu, float rs, const float *w, const float *b, float *y, int64_t n) {
   CALL(norm_apply, (x, mu, rs, w, b, y, n));

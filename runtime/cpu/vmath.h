@@ -68,12 +68,14 @@ double pv__vm_dot(const float *a, const float *b, int64_t n);
 float pv__vm_scale_add_max(float *z, const float *x, float sc, const float *mask, int64_t n);
 /* e[j] = exp(x[j] - m), stored into y when y != NULL; returns Σ e (blocked) */
 double pv__vm_exp_sum(float *y, const float *x, float m, int64_t n);
-/* a whole softmax row: z = sc·x (+ mask) into y, then y = exp(z - max z) / Σ (lg: log_softmax, z - max z - log Σ);
- * returns 0 and leaves y = z when every z is -inf (the caller fills the row). y may equal x. */
-int pv__vm_softmax_row(float *y, const float *x, float sc, const float *mask, int64_t n, int lg);
-/* softmax_grad row over n entries: lg ? dx = sc·(dy - exp(y)·Σ dy) : dx = sc·y·(dy - Σ dy·y), sums and dx skip
- * the excluded entries (y == -inf for lg, y == 0 otherwise), whose dx is 0 */
-void pv__vm_softmax_grad_row(int lg, const float *y, const float *dy, float *dx, float sc, int64_t n);
+/* a whole softmax row of nt entries whose first n (<= nt) take part (a causal row): z = sc·x (+ mask), then
+ * y = exp(z - max z) / Σ (lg: log_softmax, z - max z - log Σ) for j < n, and y = 0 (lg: -inf) for n <= j < nt;
+ * x[j] and mask[j] are read for j < n only. Returns 0 when every z is -inf, y then undefined (the caller fills the
+ * row). y may equal x. Rows of nt <= 128 are computed in registers in one pass (the same bits). */
+int pv__vm_softmax_row(float *y, const float *x, float sc, const float *mask, int64_t n, int64_t nt, int lg);
+/* softmax_grad row of nt entries, the first n taking part: lg ? dx = sc·(dy - exp(y)·Σ dy) : dx = sc·y·(dy - Σ dy·y),
+ * sums and dx skip the excluded entries (y == -inf for lg, y == 0 otherwise), whose dx is 0, as for j >= n */
+void pv__vm_softmax_grad_row(int lg, const float *y, const float *dy, float *dx, float sc, int64_t n, int64_t nt);
 
 /* layer / rms norm rows: y = (x - mu)·rs [·w] [+ b] (w, b may be NULL) */
 void pv__vm_norm_apply(const float *x, float mu, float rs, const float *w, const float *b, float *y, int64_t n);

@@ -32,7 +32,12 @@ INL void F(st)(float *p, VF v) { memcpy(p, &v, sizeof v); }
 /* p[0..n) then pad, and the first min(n, N) lanes of v to p (n may be <= 0 or >= N): masked loads and stores where
  * the instruction set has them (masked-off lanes are never accessed) */
 #if PV_VM_X86 && PV_VM_N == 16
-INL __mmask16 F(tailmask)(int64_t n) { return n <= 0 ? 0 : n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
+/* branch-free (the clamp is two cmovs): causal softmax rows change n every row */
+INL __mmask16 F(tailmask)(int64_t n) {
+  int64_t c = n < 0 ? 0 : n;
+  c = c > 16 ? 16 : c;
+  return (__mmask16)(0xffffu >> (16 - (int)c));
+}
 INL VF F(ldp)(const float *p, int64_t n, float pad) {
   return (VF)_mm512_mask_loadu_ps(_mm512_set1_ps(pad), F(tailmask)(n), p);
 }
@@ -75,6 +80,17 @@ INL VF F(copysign)(VF a, VF s) { return (VF)(((VI)a & INT32_MAX) | ((VI)s & INT3
 /* sum of 16 logical lanes (acc[0] holds lanes 0..N-1, acc[1] lanes N.., ...): a fixed f32 tree, lane l + 8 onto l,
  * then l + 4, l + 2, l + 1 (the same in every variant) */
 INL double F(hsum)(const VF *acc) {
+#if PV_VM_X86 && PV_VM_N >= 8 /* the same tree in registers (lane l + 8 onto l is an add of two 8-lane halves, ...) */
+#if PV_VM_N == 16
+  __m256 h = _mm256_add_ps(_mm512_castps512_ps256((__m512)acc[0]), _mm512_extractf32x8_ps((__m512)acc[0], 1));
+#else
+  __m256 h = _mm256_add_ps((__m256)acc[0], (__m256)acc[1]);
+#endif
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+  return (double)_mm_cvtss_f32(q);
+#else
   float t[16];
   memcpy(t, acc, sizeof t);
   for (int l = 0; l < 8; l++)
@@ -84,6 +100,7 @@ INL double F(hsum)(const VF *acc) {
   for (int l = 0; l < 2; l++)
     t[l] += t[l + 2];
   return (double)(t[0] + t[1]);
+#endif
 }
 
 /* sqrt; a < b ? a : b and a > b ? a : b (so a NaN gives b), as the min/max instructions */
@@ -111,7 +128,10 @@ INL VF F(vmax)(VF a, VF b) { return F(sel)(a > b, a, b); }
 
 /* ------------------------------------------------------------ math (vmath.h documents the errors) */
 INL VF F(vexp)(VF x) {
-  VF xc = F(vmax)(F(vmin)(x, F(bc)(88.9f)), F(bc)(-104.0f));      /* NaN -> 88.9, restored below */
+  /* x <= -104 gives +0 (as the clamped formula does) without computing it: the final products would underflow, and
+   * underflow costs a microcode assist of ~100+ cycles on x86 (masked softmax lanes are -inf: every row hits it) */
+  VI tiny = x <= F(bc)(-104.0f);
+  VF xc = F(vmin)(F(sel)(tiny, F(bc)(0.0f), x), F(bc)(88.9f));    /* in (-104, 88.9]; NaN -> 88.9, restored */
   VF n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln2), in [-150, 129] */
   VF r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
@@ -120,9 +140,15 @@ INL VF F(vexp)(VF x) {
   VF a = r * 1.6666665459e-1f + 5.0000001201e-1f, b = r * 8.3334519073e-3f + 4.1665795894e-2f;
   VF c = r * 1.9875691500e-4f + 1.3981999507e-3f;
   VF y = (r2 * (a + r2 * (b + r2 * c)) + r) + 1.0f;
+#if PV_VM_X86 && PV_VM_N == 16
+  /* y·2^n in one instruction: one rounding, as the two exact-or-once-rounded products below (y·2^n1 is normal) */
+  VF e = (VF)_mm512_scalef_ps((__m512)y, (__m512)n);
+#else
   VI ni = __builtin_convertvector(n, VI), n1 = ni >> 1, n2 = ni - n1; /* 2^n = 2^n1·2^n2, both normal */
   VF s1 = (VF)((n1 + 127) << 23), s2 = (VF)((n2 + 127) << 23);
-  return F(sel)(x != x, x, y * s1 * s2);
+  VF e = y * s1 * s2;
+#endif
+  return F(sel)(x != x, x, F(sel)(tiny, F(bc)(0.0f), e));
 }
 
 INL VF F(vtanh)(VF x) {
@@ -536,11 +562,66 @@ KER float F(scale_add_max)(float *z, const float *x, float sc, const float *mask
 }
 KER double F(exp_sum)(float *y, const float *x, float m, int64_t n) { return F(exp_sum_i)(y, x, m, n); }
 
+/* max of the lanes of v (none NaN): a shuffle tree, exact whatever the order */
+INL float F(hmax)(VF v) {
+#if PV_VM_X86 && PV_VM_N == 16
+  return _mm512_reduce_max_ps((__m512)v);
+#else
+  float t[N], m = -INFINITY;
+  F(st)(t, v);
+  for (int k = 0; k < N; k++)
+    m = t[k] > m ? t[k] : m;
+  return m;
+#endif
+}
+
+/* softmax_row for rows of nt <= PV_VM_SHORT_ROW entries (attention rows): the row stays in registers from the load
+ * to the store, one pass instead of four, with no branch on n (causal rows: n changes every row; ceil(nt / N)
+ * vectors every row, lanes at or past n are -inf, so exp gives 0 there, and the stores fill the excluded tail).
+ * Same operations in the same order as the long path, so the same bits: the exp sum puts native vector i into
+ * acc[i % K], then F(hsum), as PV_VM_REDUCE does for up to 8 blocks (the extra vectors add +0). */
+#define PV_VM_SHORT_ROW 128
+KER int F(softmax_row_short)(float *y, const float *x, float sc, const float *mask, int64_t n, int64_t nt, int lg) {
+  enum { NV = PV_VM_SHORT_ROW / N };
+  VF v[NV] = {{0}}, mv = F(bc)(-INFINITY), scv = F(bc)(sc), ninf = F(bc)(-INFINITY);
+  int nv = (int)((nt + N - 1) / N);
+#pragma GCC unroll 32
+  for (int i = 0; i < NV; i++) {
+    if (i >= nv) break;
+    int64_t o = (int64_t)i * N;
+    VF z = scv * F(ldp)(x + o, n - o, 0.0f) + (mask ? F(ldp)(mask + o, n - o, 0.0f) : F(bc)(0.0f));
+    v[i] = F(sel)(F(below)(n - o), z, ninf);
+    mv = F(sel)(v[i] > mv, v[i], mv);
+  }
+  float m = F(hmax)(mv);
+  if (m == -INFINITY) return 0;
+  VF acc[K] = {{0}};
+#pragma GCC unroll 32
+  for (int i = 0; i < NV; i++) {
+    if (i >= nv) break;
+    VF e = F(vexp)(v[i] - m);
+    acc[i % K] += e;
+    if (!lg) v[i] = e;
+  }
+  double s = 0;
+  s += F(hsum)(acc);
+  VF f = F(bc)(lg ? m + (float)log(s) : (float)(1.0 / s));
+#pragma GCC unroll 32
+  for (int i = 0; i < NV; i++) {
+    if (i >= nv) break;
+    int64_t o = (int64_t)i * N;
+    F(stp)(y + o, lg ? v[i] - f : v[i] * f, nt - o);
+  }
+  return 1;
+}
+
 /* one softmax (log: log_softmax) row of n entries in place of the scalar passes: z = sc·x + mask into y, max,
  * exp sum, normalise. Returns 0 (y untouched past z) when every z is -inf. */
-KER int F(softmax_row)(float *y, const float *x, float sc, const float *mask, int64_t n, int lg) {
+KER int F(softmax_row)(float *y, const float *x, float sc, const float *mask, int64_t n, int64_t nt, int lg) {
+  if (nt <= PV_VM_SHORT_ROW) return F(softmax_row_short)(y, x, sc, mask, n, nt, lg);
   float m = F(scale_add_max_i)(y, x, sc, mask, n);
   if (m == -INFINITY) return 0;
+  F(fill)(y + n, lg ? -INFINITY : 0.0f, nt - n);
   if (lg) {
     float ls = m + (float)log(F(exp_sum_i)(NULL, y, m, n));
     for (int64_t j = 0; j < n; j += N)
@@ -562,7 +643,39 @@ KER int F(softmax_row)(float *y, const float *x, float sc, const float *mask, in
 /* sums of the non-excluded entries: Σ dy (log) or Σ dy·y (padded entries have dy = 0: they add 0) */
 #define E_GLOG(L) F(sel)(L(y + o) != F(bc)(-INFINITY), L(dy + o), F(bc)(0.0f))
 #define E_G(L) F(sel)(L(y + o) != F(bc)(0.0f), L(dy + o) * L(y + o), F(bc)(0.0f))
-KER void F(softmax_grad_row)(int lg, const float *y, const float *dy, float *dx, float sc, int64_t n) {
+/* softmax_grad_row for nt <= PV_VM_SHORT_ROW, in registers and without a branch on n (as softmax_row_short): lanes
+ * at or past n load y as the excluded value and dy as 0, so they add 0 and give dx = 0 */
+KER void F(softmax_grad_row_short)(int lg, const float *y, const float *dy, float *dx, float sc, int64_t n,
+                                   int64_t nt) {
+  enum { NV = PV_VM_SHORT_ROW / N };
+  VF yv[NV] = {{0}}, dv[NV] = {{0}}, acc[K] = {{0}}, zero = F(bc)(0.0f), ex = F(bc)(lg ? -INFINITY : 0.0f);
+  int nv = (int)((nt + N - 1) / N);
+#pragma GCC unroll 32
+  for (int i = 0; i < NV; i++) {
+    if (i >= nv) break;
+    int64_t o = (int64_t)i * N;
+    yv[i] = F(ldp)(y + o, n - o, lg ? -INFINITY : 0.0f);
+    dv[i] = F(ldp)(dy + o, n - o, 0.0f);
+    acc[i % K] += lg ? F(sel)(yv[i] != ex, dv[i], zero) : F(sel)(yv[i] != ex, dv[i] * yv[i], zero);
+  }
+  double s = 0;
+  s += F(hsum)(acc);
+  VF fs = F(bc)((float)s), scv = F(bc)(sc);
+#pragma GCC unroll 32
+  for (int i = 0; i < NV; i++) {
+    if (i >= nv) break;
+    int64_t o = (int64_t)i * N;
+    VF r = lg ? scv * (dv[i] - F(vexp)(yv[i]) * fs) : scv * yv[i] * (dv[i] - fs);
+    F(stp)(dx + o, F(sel)(yv[i] == ex, zero, r), nt - o);
+  }
+}
+
+KER void F(softmax_grad_row)(int lg, const float *y, const float *dy, float *dx, float sc, int64_t n, int64_t nt) {
+  if (nt <= PV_VM_SHORT_ROW) {
+    F(softmax_grad_row_short)(lg, y, dy, dx, sc, n, nt);
+    return;
+  }
+  F(fill)(dx + n, 0.0f, nt - n);
   VF acc[K] = {{0}};
   double s = 0;
   if (lg)
