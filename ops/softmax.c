@@ -87,21 +87,30 @@ static void softmax_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   mask_geo mg;
   if (mask) pv__bcast_strides(t->ndim, t->shape, t->src[1]->ndim, t->src[1]->shape, mg.st);
   pv_split(rows, a->ith, a->nth, &r0, &r1);
-  for (int64_t r = r0; r < r1; r++) {
-    const float *xr = x + r * Tk;
-    float *yr = y + r * Tk;
-    int64_t lim = p->causal ? causal_lim(t, r) : Tk, ms = 0;
-    const float *mr = mask ? mask + mask_row_off(t, &mg, r, &ms) : NULL;
-    /* z = sc·x + mask into y (x may share y's buffer: each x[j] is read before y[j] is written), then the row */
-    const float *src = xr;
+  for (int64_t r = r0; r < r1; r += 2) { /* two rows at a time (interleaved in the kernel); an odd last one alone */
+    float *yr[2];
+    const float *src[2], *mr[2];
+    int64_t lim[2];
     float s1 = sc;
-    if (mr && ms != 1) { /* a mask broadcast along the row: z first */
-      for (int64_t j = 0; j < lim; j++)
-        yr[j] = sc * xr[j] + mr[j * ms];
-      src = yr, s1 = 1.0f, mr = NULL;
+    int nr = r + 1 < r1 ? 2 : 1;
+    for (int k = 0; k < nr; k++) {
+      const float *xr = x + (r + k) * Tk;
+      int64_t ms = 0;
+      yr[k] = y + (r + k) * Tk;
+      lim[k] = p->causal ? causal_lim(t, r + k) : Tk;
+      mr[k] = mask ? mask + mask_row_off(t, &mg, r + k, &ms) : NULL;
+      /* z = sc·x + mask into y (x may share y's buffer: each x[j] is read before y[j] is written), then the row */
+      src[k] = xr;
+      if (mr[k] && ms != 1) { /* a mask broadcast along the row: z first (ms is the same for every row) */
+        for (int64_t j = 0; j < lim[k]; j++)
+          yr[k][j] = sc * xr[j] + mr[k][j * ms];
+        src[k] = yr[k], s1 = 1.0f, mr[k] = NULL;
+      }
     }
-    if (!pv__vm_softmax_row(yr, src, s1, mr, lim, Tk, p->log)) /* fully masked row */
-      pv__vm_fill(yr, p->log ? -INFINITY : 0.0f, Tk);
+    int ok = nr == 2 ? pv__vm_softmax_row2(yr, src, mr, lim, Tk, s1, p->log)
+                     : pv__vm_softmax_row(yr[0], src[0], s1, mr[0], lim[0], Tk, p->log);
+    for (int k = 0; k < nr; k++)
+      if (!(ok >> k & 1)) pv__vm_fill(yr[k], p->log ? -INFINITY : 0.0f, Tk); /* fully masked row */
   }
 }
 
@@ -111,12 +120,15 @@ static void softmax_grad_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   const float *y = a->src[0], *dy = a->src[1];
   float *dx = a->dst, sc = (float)p->scale;
   pv_split(rows, a->ith, a->nth, &r0, &r1);
-  for (int64_t r = r0; r < r1; r++) {
-    const float *yr = y + r * Tk, *dyr = dy + r * Tk;
-    float *dxr = dx + r * Tk;
-    int64_t lim = p->causal ? causal_lim(t, r) : Tk;
-    pv__vm_softmax_grad_row(p->log, yr, dyr, dxr, sc, lim, Tk);
+  int64_t r = r0;
+  for (; r + 1 < r1; r += 2) { /* two rows at a time (interleaved in the kernel) */
+    const float *yr[2] = {y + r * Tk, y + (r + 1) * Tk}, *dyr[2] = {dy + r * Tk, dy + (r + 1) * Tk};
+    float *dxr[2] = {dx + r * Tk, dx + (r + 1) * Tk};
+    int64_t lim[2] = {p->causal ? causal_lim(t, r) : Tk, p->causal ? causal_lim(t, r + 1) : Tk};
+    pv__vm_softmax_grad_row2(p->log, yr, dyr, dxr, lim, Tk, sc);
   }
+  if (r < r1)
+    pv__vm_softmax_grad_row(p->log, y + r * Tk, dy + r * Tk, dx + r * Tk, sc, p->causal ? causal_lim(t, r) : Tk, Tk);
 }
 
 /* ------------------------------------------------------------ reference kernels (float64) */

@@ -330,6 +330,19 @@ static void test_arrays(int maxl) {
           CHECK(!memcmp(dx, d2, sizeof(float) * (size_t)n), "softmax_grad_row (%s) log %d n=%d: short = long path", ln,
                 lg, n);
         }
+        { /* two rows at once: each the bits of the one-row call */
+          int n2 = n / 3 + 1;
+          float da[M + 1], db[M + 1], dc[M + 1];
+          for (int j = 0; j <= M; j++)
+            da[j] = db[j] = dc[j] = 777.0f;
+          const float *yy2[2] = {yy, yy + 1}, *dd2[2] = {a, b};
+          float *dx2[2] = {da, db};
+          int64_t nn2[2] = {n, n2};
+          pv__vm_softmax_grad_row2(lg, yy2, dd2, dx2, nn2, nt, 0.5f);
+          pv__vm_softmax_grad_row(lg, yy + 1, b, dc, 0.5f, n2, nt);
+          CHECK(!memcmp(da, dx, sizeof da) && !memcmp(db, dc, sizeof db),
+                "softmax_grad_row2 (%s) log %d n=%d,%d nt=%d: the bits of softmax_grad_row", ln, lg, n, n2, nt);
+        }
         if (l == 0) memcpy(sg0[lg][n - 1], dx, sizeof dx);
         CHECK(!memcmp(sg0[lg][n - 1], dx, sizeof dx), "softmax_grad_row (%s) log %d n=%d: bitwise level 0", ln, lg, n);
       }
@@ -362,6 +375,19 @@ static void test_arrays(int maxl) {
           pv__vm_softmax_row(r2, r2, 0.5f, mask, n, 129 + n % 7, lg);
           CHECK(!memcmp(r, r2, sizeof(float) * (size_t)n), "softmax_row (%s) log %d n=%d: short = long path", ln, lg,
                 n);
+        }
+        { /* two rows at once: each the bits of the one-row call (second row: other n, no mask) */
+          int n2 = n / 2 + 1;
+          float ra[M + 1], rb[M + 1], rc[M + 1];
+          for (int j = 0; j <= M; j++)
+            ra[j] = j < n ? a[j] : 777.0f, rb[j] = rc[j] = j < n2 ? b[j] : 777.0f;
+          float *yy2[2] = {ra, rb};
+          const float *xx2[2] = {ra, rb}, *mm2[2] = {mask, NULL};
+          int64_t nn2[2] = {n, n2};
+          int ok2 = pv__vm_softmax_row2(yy2, xx2, mm2, nn2, nt, 0.5f, lg);
+          int okc = pv__vm_softmax_row(rc, rc, 0.5f, NULL, n2, nt, lg);
+          CHECK(ok2 == (1 | okc << 1) && !memcmp(ra, r, sizeof ra) && !memcmp(rb, rc, sizeof rb),
+                "softmax_row2 (%s) log %d n=%d,%d nt=%d: the bits of softmax_row", ln, lg, n, n2, nt);
         }
         if (l == 0) memcpy(sm0[lg][n - 1], r, sizeof r);
         CHECK(!memcmp(sm0[lg][n - 1], r, sizeof r), "softmax_row (%s) log %d n=%d: bitwise level 0", ln, lg, n);

@@ -128,6 +128,14 @@ int pv__vm_softmax_row(float *y, const float *x, float sc, const float *mask, in
 void pv__vm_softmax_grad_row(int lg, const float *y, const float *dy, float *dx, float sc, int64_t n, int64_t nt) {
   CALL(softmax_grad_row, (lg, y, dy, dx, sc, n, nt));
 }
+int pv__vm_softmax_row2(float *const *y, const float *const *x, const float *const *mask, const int64_t *n, int64_t nt,
+                        float sc, int lg) {
+  return CALL(softmax_row2, (y, x, mask, n, nt, sc, lg));
+}
+void pv__vm_softmax_grad_row2(int lg, const float *const *y, const float *const *dy, float *const *dx, const int64_t *n,
+                              int64_t nt, float sc) {
+  CALL(softmax_grad_row2, (lg, y, dy, dx, n, nt, sc));
+}
 void pv__vm_norm_apply(const float *x, float mu, float rs, const float *w, const float *b, float *y, int64_t n) {
   CALL(norm_apply, (x, mu, rs, w, b, y, n));
 }

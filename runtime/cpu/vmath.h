@@ -76,6 +76,14 @@ int pv__vm_softmax_row(float *y, const float *x, float sc, const float *mask, in
 /* softmax_grad row of nt entries, the first n taking part: lg ? dx = sc·(dy - exp(y)·Σ dy) : dx = sc·y·(dy - Σ dy·y),
  * sums and dx skip the excluded entries (y == -inf for lg, y == 0 otherwise), whose dx is 0, as for j >= n */
 void pv__vm_softmax_grad_row(int lg, const float *y, const float *dy, float *dx, float sc, int64_t n, int64_t nt);
+/* two rows at once (row r: y[r], x[r], mask[r] (may be NULL), n[r]; the same nt), each with the bits of
+ * pv__vm_softmax_row, interleaved so one row's latency hides behind the other's work; returns bit r set when row r
+ * had a finite max (a row without one is undefined: the caller fills it) */
+int pv__vm_softmax_row2(float *const *y, const float *const *x, const float *const *mask, const int64_t *n, int64_t nt,
+                        float sc, int lg);
+/* two rows of pv__vm_softmax_grad_row at once (the same bits) */
+void pv__vm_softmax_grad_row2(int lg, const float *const *y, const float *const *dy, float *const *dx, const int64_t *n,
+                              int64_t nt, float sc);
 
 /* layer / rms norm rows: y = (x - mu)·rs [·w] [+ b] (w, b may be NULL) */
 void pv__vm_norm_apply(const float *x, float mu, float rs, const float *w, const float *b, float *y, int64_t n);

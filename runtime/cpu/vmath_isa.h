@@ -576,8 +576,9 @@ INL float F(hmax)(VF v) {
 }
 
 /* softmax_row for rows of nt <= PV_VM_SHORT_ROW entries (attention rows): the row stays in registers from the load
- * to the store, one pass instead of four, with no branch on n (causal rows: n changes every row; ceil(nt / N)
- * vectors every row, lanes at or past n are -inf, so exp gives 0 there, and the stores fill the excluded tail).
+ * to the store, one pass instead of four, and no branch that changes from row to row (causal rows: n grows by one
+ * each row; ceil(nt / N) vectors every row, lanes at or past n are -inf, so exp gives 0 there, and the stores fill
+ * the excluded tail; only the exp of a wholly excluded vector is skipped, a branch that changes every N rows).
  * Same operations in the same order as the long path, so the same bits: the exp sum puts native vector i into
  * acc[i % K], then F(hsum), as PV_VM_REDUCE does for up to 8 blocks (the extra vectors add +0). */
 #define PV_VM_SHORT_ROW 128
@@ -599,6 +600,10 @@ KER int F(softmax_row_short)(float *y, const float *x, float sc, const float *ma
 #pragma GCC unroll 32
   for (int i = 0; i < NV; i++) {
     if (i >= nv) break;
+    if ((int64_t)i * N >= n) { /* wholly excluded (a causal row's tail): exp would give 0, adding +0 */
+      if (!lg) v[i] = F(bc)(0.0f);
+      continue;
+    }
     VF e = F(vexp)(v[i] - m);
     acc[i % K] += e;
     if (!lg) v[i] = e;
@@ -613,6 +618,59 @@ KER int F(softmax_row_short)(float *y, const float *x, float sc, const float *ma
     F(stp)(y + o, lg ? v[i] - f : v[i] * f, nt - o);
   }
   return 1;
+}
+
+/* two rows of softmax_row_short at once: the same operations per row, interleaved, so that one row's latency chains
+ * (the max and sum trees, exp, the division) overlap the other's work. Returns bit r set when row r has a finite
+ * max; a row without one is left undefined (the caller fills it). */
+KER int F(softmax_row2_short)(float *const *y, const float *const *x, const float *const *mask, const int64_t *n,
+                              int64_t nt, float sc, int lg) {
+  enum { NV = PV_VM_SHORT_ROW / N };
+  VF v[2][NV] = {{{0}}}, mv[2] = {F(bc)(-INFINITY), F(bc)(-INFINITY)}, scv = F(bc)(sc), ninf = F(bc)(-INFINITY);
+  int nv = (int)((nt + N - 1) / N);
+#pragma GCC unroll 32
+  for (int i = 0; i < NV; i++) {
+    if (i >= nv) break;
+    int64_t o = (int64_t)i * N;
+#pragma GCC unroll 2
+    for (int r = 0; r < 2; r++) {
+      VF z = scv * F(ldp)(x[r] + o, n[r] - o, 0.0f) + (mask[r] ? F(ldp)(mask[r] + o, n[r] - o, 0.0f) : F(bc)(0.0f));
+      v[r][i] = F(sel)(F(below)(n[r] - o), z, ninf);
+      mv[r] = F(sel)(v[r][i] > mv[r], v[r][i], mv[r]);
+    }
+  }
+  float m[2] = {F(hmax)(mv[0]), F(hmax)(mv[1])};
+  VF acc[2][K] = {{{0}}};
+#pragma GCC unroll 32
+  for (int i = 0; i < NV; i++) {
+    if (i >= nv) break;
+#pragma GCC unroll 2
+    for (int r = 0; r < 2; r++) {
+      if ((int64_t)i * N >= n[r]) { /* wholly excluded (a causal row's tail): exp would give 0, adding +0 */
+        if (!lg) v[r][i] = F(bc)(0.0f);
+        continue;
+      }
+      VF e = F(vexp)(v[r][i] - m[r]);
+      acc[r][i % K] += e;
+      if (!lg) v[r][i] = e;
+    }
+  }
+  VF f[2];
+#pragma GCC unroll 2
+  for (int r = 0; r < 2; r++) {
+    double s = 0;
+    s += F(hsum)(acc[r]);
+    f[r] = F(bc)(lg ? m[r] + (float)log(s) : (float)(1.0 / s));
+  }
+#pragma GCC unroll 32
+  for (int i = 0; i < NV; i++) {
+    if (i >= nv) break;
+    int64_t o = (int64_t)i * N;
+#pragma GCC unroll 2
+    for (int r = 0; r < 2; r++)
+      F(stp)(y[r] + o, lg ? v[r][i] - f[r] : v[r][i] * f[r], nt - o);
+  }
+  return (m[0] != -INFINITY) | (m[1] != -INFINITY) << 1;
 }
 
 /* one softmax (log: log_softmax) row of n entries in place of the scalar passes: z = sc·x + mask into y, max,
@@ -638,6 +696,13 @@ KER int F(softmax_row)(float *y, const float *x, float sc, const float *mask, in
         F(stp)(y + j, F(ldp)(y + j, n - j, 0.0f) * inv, n - j);
   }
   return 1;
+}
+
+KER int F(softmax_row2)(float *const *y, const float *const *x, const float *const *mask, const int64_t *n, int64_t nt,
+                        float sc, int lg) {
+  if (nt <= PV_VM_SHORT_ROW) return F(softmax_row2_short)(y, x, mask, n, nt, sc, lg);
+  int ok = F(softmax_row)(y[0], x[0], sc, mask[0], n[0], nt, lg);
+  return ok | F(softmax_row)(y[1], x[1], sc, mask[1], n[1], nt, lg) << 1;
 }
 
 /* sums of the non-excluded entries: Σ dy (log) or Σ dy·y (padded entries have dy = 0: they add 0) */
@@ -667,6 +732,43 @@ KER void F(softmax_grad_row_short)(int lg, const float *y, const float *dy, floa
     int64_t o = (int64_t)i * N;
     VF r = lg ? scv * (dv[i] - F(vexp)(yv[i]) * fs) : scv * yv[i] * (dv[i] - fs);
     F(stp)(dx + o, F(sel)(yv[i] == ex, zero, r), nt - o);
+  }
+}
+
+/* two rows of softmax_grad_row_short at once (interleaved, as softmax_row2_short) */
+KER void F(softmax_grad_row2_short)(int lg, const float *const *y, const float *const *dy, float *const *dx,
+                                    const int64_t *n, int64_t nt, float sc) {
+  enum { NV = PV_VM_SHORT_ROW / N };
+  VF yv[2][NV] = {{{0}}}, dv[2][NV] = {{{0}}}, acc[2][K] = {{{0}}}, zero = F(bc)(0.0f);
+  VF ex = F(bc)(lg ? -INFINITY : 0.0f);
+  int nv = (int)((nt + N - 1) / N);
+#pragma GCC unroll 32
+  for (int i = 0; i < NV; i++) {
+    if (i >= nv) break;
+    int64_t o = (int64_t)i * N;
+#pragma GCC unroll 2
+    for (int r = 0; r < 2; r++) {
+      yv[r][i] = F(ldp)(y[r] + o, n[r] - o, lg ? -INFINITY : 0.0f);
+      dv[r][i] = F(ldp)(dy[r] + o, n[r] - o, 0.0f);
+      acc[r][i % K] += lg ? F(sel)(yv[r][i] != ex, dv[r][i], zero) : F(sel)(yv[r][i] != ex, dv[r][i] * yv[r][i], zero);
+    }
+  }
+  VF fs[2], scv = F(bc)(sc);
+#pragma GCC unroll 2
+  for (int r = 0; r < 2; r++) {
+    double s = 0;
+    s += F(hsum)(acc[r]);
+    fs[r] = F(bc)((float)s);
+  }
+#pragma GCC unroll 32
+  for (int i = 0; i < NV; i++) {
+    if (i >= nv) break;
+    int64_t o = (int64_t)i * N;
+#pragma GCC unroll 2
+    for (int r = 0; r < 2; r++) {
+      VF q = lg ? scv * (dv[r][i] - F(vexp)(yv[r][i]) * fs[r]) : scv * yv[r][i] * (dv[r][i] - fs[r]);
+      F(stp)(dx[r] + o, F(sel)(yv[r][i] == ex, zero, q), nt - o);
+    }
   }
 }
 
@@ -703,6 +805,16 @@ KER void F(softmax_grad_row)(int lg, const float *y, const float *dy, float *dx,
       F(stp)(dx + j, F(sel)(yv == zero, zero, scv * yv * (d - fs)), n - j);
     }
   }
+}
+
+KER void F(softmax_grad_row2)(int lg, const float *const *y, const float *const *dy, float *const *dx, const int64_t *n,
+                              int64_t nt, float sc) {
+  if (nt <= PV_VM_SHORT_ROW) {
+    F(softmax_grad_row2_short)(lg, y, dy, dx, n, nt, sc);
+    return;
+  }
+  F(softmax_grad_row)(lg, y[0], dy[0], dx[0], sc, n[0], nt);
+  F(softmax_grad_row)(lg, y[1], dy[1], dx[1], sc, n[1], nt);
 }
 #undef E_GLOG
 #undef E_G
