@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define IN(nd, ...) {nd, {__VA_ARGS__}, OC_NORMAL, 0, 1, 1, 0}
+#define IN(nd, ...)                                                                                                    \
+  { nd, {__VA_ARGS__}, OC_NORMAL, 0, 1, 1, 0 }
 
 /* ud: bit 0 trans_a, bit 1 trans_b */
 static pv_tensor *b_mm(pv_graph *g, pv_tensor **x, void *u) {
@@ -34,7 +35,8 @@ static void mk(oc_input *in, int nbat, const int64_t *bat, int64_t r, int64_t c)
   oc_input z = IN(0, 0);
   *in = z;
   in->ndim = nbat + 2;
-  for (int i = 0; i < nbat; i++) in->shape[i] = bat[i];
+  for (int i = 0; i < nbat; i++)
+    in->shape[i] = bat[i];
   in->shape[nbat] = r;
   in->shape[nbat + 1] = c;
 }
@@ -66,8 +68,10 @@ static void check_determinism(int threads, int na, const int64_t *sa, int nb, co
   int64_t n1 = pv_tensor_numel(a), n2 = pv_tensor_numel(b), ny = pv_tensor_numel(y);
   float *da = malloc(sizeof(float) * (size_t)n1), *db = malloc(sizeof(float) * (size_t)n2);
   float *y1 = malloc(sizeof(float) * (size_t)ny), *y2 = malloc(sizeof(float) * (size_t)ny);
-  for (int64_t i = 0; i < n1; i++) da[i] = (float)sin(0.37 * (double)i);
-  for (int64_t i = 0; i < n2; i++) db[i] = (float)cos(0.11 * (double)i);
+  for (int64_t i = 0; i < n1; i++)
+    da[i] = (float)sin(0.37 * (double)i);
+  for (int64_t i = 0; i < n2; i++)
+    db[i] = (float)cos(0.11 * (double)i);
   int ok = pv_plan_write(p, a, PV_F32, da, n1) == PV_OK && pv_plan_write(p, b, PV_F32, db, n2) == PV_OK &&
            pv_plan_run(p) == PV_OK && pv_plan_read(p, y, PV_F32, y1, ny) == PV_OK && pv_plan_run(p) == PV_OK &&
            pv_plan_read(p, y, PV_F32, y2, ny) == PV_OK;
@@ -84,8 +88,8 @@ out:
 }
 
 /* builds a bad matmul; the sticky error must name the op and both shapes */
-static void check_error(const char *what, int na, const int64_t *sa, int nb, const int64_t *sb, int f,
-                        const char *sha, const char *shb, pv_status want) {
+static void check_error(const char *what, int na, const int64_t *sa, int nb, const int64_t *sb, int f, const char *sha,
+                        const char *shb, pv_status want) {
   pv_context *ctx = pv_context_new();
   pv_graph *g = pv_graph_new(ctx);
   pv_tensor *a = pv_input(g, "a", PV_F32, na, sa), *b = pv_input(g, "b", PV_F32, nb, sb);
@@ -104,7 +108,8 @@ static void check_error(const char *what, int na, const int64_t *sa, int nb, con
 int main(void) {
   static const int64_t b3[1] = {3}, b1[1] = {1}, b4[1] = {4}, b23[2] = {2, 3};
   /* 2-D, all four transpose combinations, odd sizes */
-  for (int f = 0; f < 4; f++) check_mm("2-D", 0, NULL, 0, NULL, 7, 13, 5, f);
+  for (int f = 0; f < 4; f++)
+    check_mm("2-D", 0, NULL, 0, NULL, 7, 13, 5, f);
   {
     /* [1,9]x[9,1]: opcheck reads input 1's reference gradient after input 0's finite-difference probes, which
      * leave the last probed element of input 0 shifted by -fd_h in the reference plan; with so few elements
@@ -116,11 +121,14 @@ int main(void) {
   }
   check_mm("2-D K=1 outer product", 0, NULL, 0, NULL, 6, 1, 4, 0);
   /* batched 3-D x 3-D */
-  for (int f = 0; f < 4; f++) check_mm("batched 3-D", 1, b3, 1, b3, 7, 13, 5, f);
+  for (int f = 0; f < 4; f++)
+    check_mm("batched 3-D", 1, b3, 1, b3, 7, 13, 5, f);
   /* 2-D weight b broadcast against 3-D a (Linear layer: one big GEMM; ta=1 takes the batched path) */
-  for (int f = 0; f < 4; f++) check_mm("3-D a, 2-D b", 1, b4, 0, NULL, 7, 13, 5, f);
+  for (int f = 0; f < 4; f++)
+    check_mm("3-D a, 2-D b", 1, b4, 0, NULL, 7, 13, 5, f);
   /* 3-D b of batch 1 against a batch of 3 */
-  for (int f = 0; f < 4; f++) check_mm("b batch 1 vs 3", 1, b3, 1, b1, 7, 13, 5, f);
+  for (int f = 0; f < 4; f++)
+    check_mm("b batch 1 vs 3", 1, b3, 1, b1, 7, 13, 5, f);
   /* 2-D a against batched b */
   check_mm("2-D a, 3-D b", 0, NULL, 1, b3, 7, 13, 5, 0);
   check_mm("2-D a, 3-D b", 0, NULL, 1, b3, 7, 13, 5, 3);
@@ -137,6 +145,18 @@ int main(void) {
     check_mm("4-D two-sided broadcast", 2, s21, 2, s13, 6, 4, 5, 0);
     check_mm("4-D two-sided broadcast", 2, s21, 2, s13, 6, 4, 5, 3);
     check_mm("4-D batch vs 2-D b", 2, b23, 0, NULL, 6, 4, 5, 2);
+  }
+  /* b broadcast over trailing batch axes only (grouped-query attention) */
+  {
+    static const int64_t s23[2] = {2, 3}, s21[2] = {2, 1}, s223[3] = {2, 2, 3}, s221[3] = {2, 2, 1};
+    static const int64_t s2x3x1x1[4] = {2, 3, 1, 1}, s2x3x2x2[4] = {2, 3, 2, 2};
+    for (int f = 0; f < 4; f++)
+      check_mm("4-D b [2,1] vs a [2,3]", 2, s23, 2, s21, 6, 4, 5, f);
+    check_mm("5-D b [2,2,1] vs a [2,2,3] (GQA scores)", 3, s223, 3, s221, 6, 4, 6, 2);
+    check_mm("5-D b [2,2,1] vs a [2,2,3] (GQA p·v)", 3, s223, 3, s221, 6, 6, 4, 0);
+    check_mm("4-D a [2,3] vs 3-D b [3] (leading broadcast: no fold)", 2, s23, 1, b3, 6, 4, 5, 0);
+    for (int f = 0; f < 4; f++)
+      check_mm("6-D a [2,3,2,2] vs b [2,3,1,1]", 4, s2x3x2x2, 4, s2x3x1x1, 3, 4, 5, f);
   }
   /* a == b: gradient accumulation of both uses */
   {
@@ -195,8 +215,7 @@ int main(void) {
     pv_context *ctx = pv_context_new();
     pv_graph *g = pv_graph_new(ctx);
     pv_tensor *a = pv_input(g, "a", PV_I32, 2, s23), *b = pv_input(g, "b", PV_F32, 2, s32);
-    CHECK(pv_matmul(g, a, b, 0, 0) == NULL && pv_graph_status(g) == PV_ERR_DTYPE &&
-              strstr(pv_graph_error(g), "matmul"),
+    CHECK(pv_matmul(g, a, b, 0, 0) == NULL && pv_graph_status(g) == PV_ERR_DTYPE && strstr(pv_graph_error(g), "matmul"),
           "i32 input: status %s, error '%s'", pv_status_name(pv_graph_status(g)), pv_graph_error(g));
     pv_graph_free(g);
     g = pv_graph_new(ctx);
