@@ -13,6 +13,15 @@ static inline void pv_split(int64_t n, int ith, int nth, int64_t *a, int64_t *b)
   if (*b > n) *b = n;
 }
 
+/* asks for the cache lines of p[0..n) ahead of use. Row kernels (norms, softmax_grad) call it for the rows two
+ * ahead: measured in the mini-MLLM step, the hardware prefetchers do not keep up with row-at-a-time kernels whose
+ * rows come from L3 (rms_norm_grad ~30% faster, rms_norm ~15%) */
+static inline void pv_prefetch(const float *p, int64_t n) {
+  for (int64_t o = 0; o < n; o += 16)
+    __builtin_prefetch(p + o, 0, 3);
+}
+#define PV_PREFETCH_ROWS 2
+
 #define PV_SHAPESTR(buf, t) pv__shape_str(buf, sizeof buf, (t)->ndim, (t)->shape)
 
 /* shape-rule error: returns the graph's status */

@@ -75,6 +75,7 @@ static void norm_cpu(const pv_tensor *t, const pv_cpu_args *a) {
     const float *xr = x + r * D;
     float *yr = y + r * D;
     float mu, rs;
+    if (r + PV_PREFETCH_ROWS < r1) pv_prefetch(xr + PV_PREFETCH_ROWS * D, D);
     row_stats_f(xr, D, rms, p->eps, &mu, &rs);
     pv__vm_norm_apply(xr, mu, rs, w, b, yr, D); /* ((x - mu)·rs)·w + b */
   }
@@ -93,6 +94,10 @@ static void norm_grad_cpu(const pv_tensor *t, const pv_cpu_args *a) {
     const float *xr = x + r * D, *dyr = dy + r * D;
     float *dxr = dx + r * D;
     float mu, rs;
+    if (r + PV_PREFETCH_ROWS < r1) {
+      pv_prefetch(xr + PV_PREFETCH_ROWS * D, D);
+      pv_prefetch(dyr + PV_PREFETCH_ROWS * D, D);
+    }
     row_stats_f(xr, D, rms, p->eps, &mu, &rs);
     double sg, sgx; /* Σ g, Σ g·xhat */
     pv__vm_norm_grad_sums(xr, w, dyr, mu, rs, D, &sg, &sgx);
@@ -105,10 +110,12 @@ static void norm_grad_cpu(const pv_tensor *t, const pv_cpu_args *a) {
 static void row_stats_d(const double *x, int64_t D, int rms, double eps, double *mu, double *r) {
   double m = 0, v = 0;
   if (!rms) {
-    for (int64_t i = 0; i < D; i++) m += x[i];
+    for (int64_t i = 0; i < D; i++)
+      m += x[i];
     m /= (double)D;
   }
-  for (int64_t i = 0; i < D; i++) v += (x[i] - m) * (x[i] - m);
+  for (int64_t i = 0; i < D; i++)
+    v += (x[i] - m) * (x[i] - m);
   v /= (double)D;
   *mu = m;
   *r = 1.0 / sqrt(v + eps);
@@ -125,7 +132,8 @@ static void norm_ref(const pv_tensor *t, double *y, const double *const *s, doub
     const double *xr = s[0] + r * D;
     double mu, rs;
     row_stats_d(xr, D, rms, p->eps, &mu, &rs);
-    for (int64_t i = 0; i < D; i++) y[r * D + i] = (xr[i] - mu) * rs * (w ? w[i] : 1.0) + (b ? b[i] : 0.0);
+    for (int64_t i = 0; i < D; i++)
+      y[r * D + i] = (xr[i] - mu) * rs * (w ? w[i] : 1.0) + (b ? b[i] : 0.0);
   }
 }
 
@@ -197,17 +205,39 @@ static int norm_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
   return 1;
 }
 
-const pv_op_def pv_op_layer_norm = {.name = "layer_norm", .min_src = 1, .max_src = 3, .flags = PV_OPF_INPLACE,
-                                    .shape = norm_shape, .backward = norm_backward, .cpu = norm_cpu,
-                                    .ref = norm_ref, .vk = norm_vk};
-const pv_op_def pv_op_layer_norm_grad = {.name = "layer_norm_grad", .min_src = 2, .max_src = 3,
-                                         .flags = PV_OPF_INPLACE, .shape = norm_shape, .cpu = norm_grad_cpu,
-                                         .ref = norm_grad_ref, .vk = norm_vk};
-const pv_op_def pv_op_rms_norm = {.name = "rms_norm", .min_src = 1, .max_src = 2, .flags = PV_OPF_INPLACE,
-                                  .shape = norm_shape, .backward = norm_backward, .cpu = norm_cpu, .ref = norm_ref,
+const pv_op_def pv_op_layer_norm = {.name = "layer_norm",
+                                    .min_src = 1,
+                                    .max_src = 3,
+                                    .flags = PV_OPF_INPLACE,
+                                    .shape = norm_shape,
+                                    .backward = norm_backward,
+                                    .cpu = norm_cpu,
+                                    .ref = norm_ref,
+                                    .vk = norm_vk};
+const pv_op_def pv_op_layer_norm_grad = {.name = "layer_norm_grad",
+                                         .min_src = 2,
+                                         .max_src = 3,
+                                         .flags = PV_OPF_INPLACE,
+                                         .shape = norm_shape,
+                                         .cpu = norm_grad_cpu,
+                                         .ref = norm_grad_ref,
+                                         .vk = norm_vk};
+const pv_op_def pv_op_rms_norm = {.name = "rms_norm",
+                                  .min_src = 1,
+                                  .max_src = 2,
+                                  .flags = PV_OPF_INPLACE,
+                                  .shape = norm_shape,
+                                  .backward = norm_backward,
+                                  .cpu = norm_cpu,
+                                  .ref = norm_ref,
                                   .vk = norm_vk};
-const pv_op_def pv_op_rms_norm_grad = {.name = "rms_norm_grad", .min_src = 2, .max_src = 3, .flags = PV_OPF_INPLACE,
-                                       .shape = norm_shape, .cpu = norm_grad_cpu, .ref = norm_grad_ref,
+const pv_op_def pv_op_rms_norm_grad = {.name = "rms_norm_grad",
+                                       .min_src = 2,
+                                       .max_src = 3,
+                                       .flags = PV_OPF_INPLACE,
+                                       .shape = norm_shape,
+                                       .cpu = norm_grad_cpu,
+                                       .ref = norm_grad_ref,
                                        .vk = norm_vk};
 
 /* ------------------------------------------------------------ builders */

@@ -121,7 +121,9 @@ static void softmax_grad_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   float *dx = a->dst, sc = (float)p->scale;
   pv_split(rows, a->ith, a->nth, &r0, &r1);
   int64_t r = r0;
-  for (; r + 1 < r1; r += 2) { /* two rows at a time (interleaved in the kernel) */
+  for (; r + 1 < r1; r += 2) {                        /* two rows at a time (interleaved in the kernel) */
+    for (int64_t q = r + 2; q < r + 4 && q < r1; q++) /* the next pair (y is cold: saved from the forward) */
+      pv_prefetch(y + q * Tk, Tk), pv_prefetch(dy + q * Tk, Tk);
     const float *yr[2] = {y + r * Tk, y + (r + 1) * Tk}, *dyr[2] = {dy + r * Tk, dy + (r + 1) * Tk};
     float *dxr[2] = {dx + r * Tk, dx + (r + 1) * Tk};
     int64_t lim[2] = {p->causal ? causal_lim(t, r) : Tk, p->causal ? causal_lim(t, r + 1) : Tk};
