@@ -10,7 +10,8 @@
  *    GEMM with no reduction; the forward and da of that case are one big GEMM over all rows too.
  * CPU: pv__sgemm (runtime/cpu/sgemm.c) straight on the arena buffers: pivot's own packed GEMM with AVX-512 or
  * AVX2+FMA micro-kernels picked at run time, OpenBLAS cblas_sgemm on CPUs with neither (or env PIVOT_GEMM=openblas).
- * One GEMM: M and N split over the plan's pool. Batched: when the batch count >= threads, batches are split across
+ * One GEMM: M and N split over the plan's pool. Batched (after folding the batch axes b is broadcast over into the
+ * rows, see mm_fold_rows): when the batch count >= threads, batches are split across
  * the pool, each GEMM single-threaded; otherwise a loop of GEMMs, each split over the pool. K is never split and
  * every element is summed in the same order whatever the split, so the results do not depend on the thread count
  * (with OpenBLAS: deterministic for a given thread count). Reference: a naive triple loop in double. */
@@ -79,7 +80,8 @@ static void mm_batch_init(const pv_tensor *t, mm_batch *bt) {
   mm_dims(t, &bt->M, &bt->N, &bt->K);
   bt->nbd = t->ndim - 2;
   bt->n = 1;
-  for (int d = 0; d < bt->nbd; d++) bt->shape[d] = t->shape[d], bt->n *= t->shape[d];
+  for (int d = 0; d < bt->nbd; d++)
+    bt->shape[d] = t->shape[d], bt->n *= t->shape[d];
   pv__bcast_strides(bt->nbd, bt->shape, a->ndim - 2, a->shape, bt->sa);
   pv__bcast_strides(bt->nbd, bt->shape, b->ndim - 2, b->shape, bt->sb);
 }
@@ -95,6 +97,24 @@ static void mm_batch_off(const mm_batch *bt, int64_t i, int64_t *oa, int64_t *ob
   }
   *oa = ia * bt->M * bt->K;
   *ob = ib * bt->K * bt->N;
+}
+
+/* b broadcast over the trailing batch axes (grouped-query attention: k, v [B, Hkv, 1, S, D] against q
+ * [B, Hkv, rep, T, D]), a not transposed and not broadcast there: those axes' row blocks of a and y are contiguous
+ * and use the same b, so they are one GEMM of rep·M rows (fewer, larger GEMMs; each element is computed exactly as
+ * before: the same bits) */
+static void mm_fold_rows(mm_batch *bt, int ta) {
+  int j = bt->nbd;
+  int64_t R = 1;
+  if (ta) return;
+  while (j > 0 && bt->sb[j - 1] == 0 && (bt->sa[j - 1] != 0 || bt->shape[j - 1] == 1))
+    R *= bt->shape[--j];
+  if (R <= 1 || bt->M * R > INT_MAX) return;
+  for (int d = 0; d < j; d++)
+    bt->sa[d] /= R; /* a's batch strides count M x K blocks: now R·M x K ones */
+  bt->nbd = j;
+  bt->M *= R;
+  bt->n /= R;
 }
 
 /* ------------------------------------------------------------ CPU */
@@ -134,10 +154,15 @@ static void matmul_cpu(const pv_tensor *t, const pv_cpu_args *a) {
   int nth = a->nth < 1 ? 1 : a->nth;
   /* one GEMM: no batch, or a plain-matrix b with a non-transposed, non-broadcast a (all rows at once) */
   int64_t rows = bt.n * bt.M;
-  int one = bt.n == 1 || (!p->ta && t->src[1]->numel == bt.K * bt.N && t->src[0]->numel == rows * bt.K &&
-                          rows <= INT_MAX);
+  int one =
+      bt.n == 1 || (!p->ta && t->src[1]->numel == bt.K * bt.N && t->src[0]->numel == rows * bt.K && rows <= INT_MAX);
   if (one) {
     sgemm(p->ta, p->tb, bt.n == 1 ? bt.M : rows, bt.N, bt.K, A, B, C, nth, a);
+    return;
+  }
+  mm_fold_rows(&bt, p->ta);
+  if (bt.n == 1) {
+    sgemm(p->ta, p->tb, bt.M, bt.N, bt.K, A, B, C, nth, a);
     return;
   }
   if (nth > 1 && bt.n >= nth && a->parallel) {
@@ -176,7 +201,8 @@ static void matmul_ref(const pv_tensor *t, double *y, const double *const *s, do
 /* ------------------------------------------------------------ backward */
 static int64_t batch_numel(const pv_tensor *x) {
   int64_t n = 1;
-  for (int d = 0; d < x->ndim - 2; d++) n *= x->shape[d];
+  for (int d = 0; d < x->ndim - 2; d++)
+    n *= x->shape[d];
   return n;
 }
 
@@ -250,12 +276,18 @@ static int mm_vk_config(const pv_tensor *t, mm_vk_cfg *c) {
   int64_t t128 = ((M + 127) / 128) * ((N + 127) / 128) * nb, t64 = ((M + 63) / 64) * ((N + 63) / 64) * nb;
   double w128 = (double)((M + 127) / 128 * 128) * (double)((N + 127) / 128 * 128);
   double w64 = (double)((M + 63) / 64 * 64) * (double)((N + 63) / 64 * 64);
-  if (e && *e && (!strcmp(e, "small") || !strcmp(e, "32"))) c->tile = 32;
-  else if (e && *e && !strcmp(e, "64")) c->tile = 64;
-  else if (e && *e && !strcmp(e, "128")) c->tile = 128;
-  else if (t128 >= 128 && w128 <= 1.15 * useful) c->tile = 128;
-  else if (t64 >= 48 && w64 <= 1.25 * useful) c->tile = 64;
-  else c->tile = 32;
+  if (e && *e && (!strcmp(e, "small") || !strcmp(e, "32")))
+    c->tile = 32;
+  else if (e && *e && !strcmp(e, "64"))
+    c->tile = 64;
+  else if (e && *e && !strcmp(e, "128"))
+    c->tile = 128;
+  else if (t128 >= 128 && w128 <= 1.15 * useful)
+    c->tile = 128;
+  else if (t64 >= 48 && w64 <= 1.25 * useful)
+    c->tile = 64;
+  else
+    c->tile = 32;
   c->shader = c->tile == 128 ? "matmul_128" : c->tile == 64 ? "matmul_64" : "matmul_small";
   c->gx = (N + c->tile - 1) / c->tile;
   c->gy = (M + c->tile - 1) / c->tile;
@@ -263,8 +295,10 @@ static int mm_vk_config(const pv_tensor *t, mm_vk_cfg *c) {
   /* split K: aim at >= 256 workgroups, each range >= 256 long */
   int64_t wgs = c->gx * c->gy * nb, S = 1;
   const char *es = getenv("PIVOT_VK_GEMM_SPLITK");
-  if (es && *es) S = atoi(es);
-  else if (wgs < 128 && K >= 1024) S = (256 + wgs - 1) / wgs;
+  if (es && *es)
+    S = atoi(es);
+  else if (wgs < 128 && K >= 1024)
+    S = (256 + wgs - 1) / wgs;
   if (S > K / 256 && !(es && *es)) S = K / 256;
   if (S > MM_VK_SPLITK_MAX) S = MM_VK_SPLITK_MAX;
   if (S < 1) S = 1;
@@ -299,9 +333,11 @@ static int matmul_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
   pv_vk_push(d, fl);
   pv_vk_push(d, (uint32_t)nb);
   pv_vk_push(d, (uint32_t)c.nbd);
-  for (int i = 0; i < 6; i++) pv_vk_push(d, i < c.nbd ? (uint32_t)c.sh[i] : 1u);
+  for (int i = 0; i < 6; i++)
+    pv_vk_push(d, i < c.nbd ? (uint32_t)c.sh[i] : 1u);
   for (int k = 0; k < 2; k++)
-    for (int i = 0; i < 6; i++) pv_vk_push(d, i < c.nbd ? (uint32_t)c.st[k][i] : 0u);
+    for (int i = 0; i < 6; i++)
+      pv_vk_push(d, i < c.nbd ? (uint32_t)c.st[k][i] : 0u);
   pv_vk_push(d, (uint32_t)S);
   pv_vk_push(d, (uint32_t)c.kc);
   if (M > 0 && N > 0 && nb > 0) {
@@ -321,9 +357,16 @@ static int matmul_vk(const pv_tensor *t, pv_vk_dispatch *d, int max) {
   return 2;
 }
 
-const pv_op_def pv_op_matmul = {.name = "matmul", .min_src = 2, .max_src = 2, .flags = PV_OPF_CPU_SERIAL,
-                                .shape = matmul_shape, .backward = matmul_backward, .cpu = matmul_cpu,
-                                .ref = matmul_ref, .vk = matmul_vk, .vk_scratch = matmul_vk_scratch};
+const pv_op_def pv_op_matmul = {.name = "matmul",
+                                .min_src = 2,
+                                .max_src = 2,
+                                .flags = PV_OPF_CPU_SERIAL,
+                                .shape = matmul_shape,
+                                .backward = matmul_backward,
+                                .cpu = matmul_cpu,
+                                .ref = matmul_ref,
+                                .vk = matmul_vk,
+                                .vk_scratch = matmul_vk_scratch};
 
 pv_tensor *pv_matmul(pv_graph *g, pv_tensor *a, pv_tensor *b, int trans_a, int trans_b) {
   matmul_p p = {trans_a ? 1 : 0, trans_b ? 1 : 0};
