@@ -23,7 +23,7 @@ struct pv_var {
   int ndim;
   int64_t shape[PV_MAX_DIMS];
   int64_t numel;
-  void *data;           /* host copy, numel * dtype size bytes, 64-byte aligned */
+  void *data;            /* host copy, numel * dtype size bytes, 64-byte aligned */
   uint64_t host_version; /* bumped on every host write */
   uint64_t dev_version;  /* bumped when a device copy is newer than the host (backend-managed) */
   void *dev;             /* backend-private device copy (Vulkan) */
@@ -38,7 +38,7 @@ struct pv_context {
   uint64_t rng[2];
   pv_var **vars;
   int nvars, cap_vars;
-  pv_vk_ctx *vk;                     /* lazily created */
+  pv_vk_ctx *vk;                    /* lazily created */
   void (*vk_free)(pv_context *ctx); /* set by the Vulkan backend */
   /* Vulkan: sync a var's device copy back to host (set by the backend); NULL if none */
   pv_status (*vk_sync_var)(pv_context *ctx, pv_var *v);
@@ -70,13 +70,13 @@ enum {
   PV_NF_TRAINABLE = 1u << 2, /* gradients flow to it */
   PV_NF_OUTPUT = 1u << 3,    /* readable after a run */
   PV_NF_LOSS = 1u << 4,
-  PV_NF_CONST = 1u << 5,     /* computed from params only (fill, arange) */
+  PV_NF_CONST = 1u << 5, /* computed from params only (fill, arange) */
 };
 
 struct pv_tensor {
   pv_graph *graph;
-  int id;     /* index in graph->nodes (creation order is a topological order) */
-  int op;     /* index in the op registry */
+  int id; /* index in graph->nodes (creation order is a topological order) */
+  int op; /* index in the op registry */
   pv_dtype dtype;
   int ndim;
   int64_t shape[PV_MAX_DIMS];
@@ -84,7 +84,7 @@ struct pv_tensor {
   int nsrc;
   struct pv_tensor *src[PV_MAX_SRC];
   unsigned flags;
-  pv_var *var;  /* for var nodes */
+  pv_var *var; /* for var nodes */
   char *name;
   /* op parameters: each op family casts this to its own struct (see PV_PARAMS) */
   _Alignas(16) unsigned char params[PV_PARAM_BYTES];
@@ -111,8 +111,9 @@ pv_tensor *pv__gerr(pv_graph *g, pv_status st, const char *fmt, ...)
     ;
 /* Creates a node of op `op` with the given sources and params (copied), then runs the op's shape
  * rule. Returns NULL (sticky error) on failure. Checks sources belong to g and are non-NULL. */
-pv_tensor *pv__node(pv_graph *g, int op, int nsrc, pv_tensor *const *src, const void *params,
-                    size_t params_size);
+/* x[index] of x [n, ...]: a view (ops/shape.c); block index must start on a PV_ALIGN-byte boundary */
+pv_tensor *pv__select(pv_graph *g, pv_tensor *x, int64_t index);
+pv_tensor *pv__node(pv_graph *g, int op, int nsrc, pv_tensor *const *src, const void *params, size_t params_size);
 /* Helper for shape rules */
 void pv__set_shape(pv_tensor *t, pv_dtype dtype, int ndim, const int64_t *shape);
 int pv__same_shape(const pv_tensor *a, const pv_tensor *b);
@@ -123,11 +124,11 @@ int pv__broadcast_shape(int na, const int64_t *a, int nb, const int64_t *b, int 
 
 /* ------------------------------------------------------------ op registry */
 enum {
-  PV_OPF_VIEW = 1u << 0,        /* output aliases src[0]'s buffer (same bytes, other shape) */
-  PV_OPF_INPLACE = 1u << 1,     /* may write its output into src[0]'s buffer when src[0] dies here */
-  PV_OPF_UPDATE = 1u << 2,      /* side effect on var-node sources; scheduled last, always kept */
-  PV_OPF_LEAF = 1u << 3,        /* no sources, computed from params (fill, arange) */
-  PV_OPF_CPU_SERIAL = 1u << 4,  /* CPU kernel is called once (ith=0, nth=1) and threads itself */
+  PV_OPF_VIEW = 1u << 0,       /* output aliases src[0]'s buffer (its bytes, or a block of them: view_offset) */
+  PV_OPF_INPLACE = 1u << 1,    /* may write its output into src[0]'s buffer when src[0] dies here */
+  PV_OPF_UPDATE = 1u << 2,     /* side effect on var-node sources; scheduled last, always kept */
+  PV_OPF_LEAF = 1u << 3,       /* no sources, computed from params (fill, arange) */
+  PV_OPF_CPU_SERIAL = 1u << 4, /* CPU kernel is called once (ith=0, nth=1) and threads itself */
 };
 
 /* Arguments of one CPU kernel call. Kernels split their work by (ith, nth) and must not depend on
@@ -137,8 +138,8 @@ typedef struct pv_cpu_args {
   const void *src[PV_MAX_SRC];
   void *srcw[PV_MAX_SRC]; /* writable views of sources (UPDATE ops write var-nodes) */
   int ith, nth;
-  void *scratch;          /* per-plan scratch of op->cpu_scratch bytes (shared by all threads) */
-  int *error;             /* set to nonzero to report a runtime data error (e.g. id out of range) */
+  void *scratch; /* per-plan scratch of op->cpu_scratch bytes (shared by all threads) */
+  int *error;    /* set to nonzero to report a runtime data error (e.g. id out of range) */
   /* Runs fn(arg, ith, nth) on the plan's thread pool (for PV_OPF_CPU_SERIAL kernels). */
   void (*parallel)(void *pool, void (*fn)(void *arg, int ith, int nth), void *arg);
   void *pool;
@@ -151,13 +152,13 @@ typedef struct pv_cpu_args {
  * word (uint): a shader sets it nonzero to report invalid data (the run then fails like a CPU kernel's error flag).
  * Push constants: 32 u32 words, fixed at compile time (shapes are static); groups: workgroup counts (0: no work). */
 typedef struct pv_vk_dispatch {
-  const char *shader;      /* shader name: shaders/NAME.comp */
-  int nbind;               /* bindings 0..nbind-1 are used */
+  const char *shader; /* shader name: shaders/NAME.comp */
+  int nbind;          /* bindings 0..nbind-1 are used */
   int bind[PV_MAX_SRC + 2];
-  uint32_t push[32];       /* push constants (u32/f32 bit patterns) */
+  uint32_t push[32]; /* push constants (u32/f32 bit patterns) */
   int npush;
-  uint32_t groups[3];      /* workgroup counts */
-  double work;             /* estimated cost in flops (0: from the grid size); used to split long submits */
+  uint32_t groups[3]; /* workgroup counts */
+  double work;        /* estimated cost in flops (0: from the grid size); used to split long submits */
 } pv_vk_dispatch;
 
 typedef struct pv_op_def {
@@ -181,6 +182,9 @@ typedef struct pv_op_def {
   /* Vulkan: fills up to max dispatches, returns the count (0: unsupported). NULL: unsupported. */
   int (*vk)(const pv_tensor *t, pv_vk_dispatch *d, int max);
   size_t (*vk_scratch)(const pv_tensor *t);
+  /* PV_OPF_VIEW ops: the view's first element within src[0] (NULL: 0, the whole buffer). A view at an offset must
+   * start on a PV_ALIGN-byte boundary of its root (Vulkan binds it at that offset); its builder checks that. */
+  int64_t (*view_offset)(const pv_tensor *t);
 } pv_op_def;
 
 /* The registry: X-macro in ops/ops.def. Op ids are PV_OP_<NAME>. */
@@ -200,15 +204,16 @@ typedef struct pv_backend pv_backend;
 typedef struct pv_plan_slot {
   int64_t offset; /* byte offset in the arena (for non-var, non-view roots) */
   int64_t bytes;
-  int root;       /* node id that owns the storage (self, or the view root / var) */
+  int root;     /* node id that owns the storage (self, or the view root / var) */
+  int64_t voff; /* views: element offset into the root's storage (pv_op_def.view_offset; 0 for reshape) */
 } pv_plan_slot;
 
 struct pv_plan {
   pv_graph *g;
   pv_context *ctx;
   const pv_backend *be;
-  void *bed;           /* backend data */
-  int *order;          /* node ids in execution order (only nodes that execute or are leaves in use) */
+  void *bed;  /* backend data */
+  int *order; /* node ids in execution order (only nodes that execute or are leaves in use) */
   int norder;
   unsigned char *live; /* live[id]: node is part of the plan */
   pv_plan_slot *slot;  /* per node id */
@@ -217,7 +222,7 @@ struct pv_plan {
   int threads;
   int device;
   int profiling;
-  double *prof_ms;     /* per op id */
+  double *prof_ms; /* per op id */
   int64_t *prof_calls;
   size_t scratch_bytes;
   int ran;

@@ -39,7 +39,8 @@ static int64_t fl_alloc(freelist *fl, int64_t size) {
 
 static int fl_free(freelist *fl, int64_t off, int64_t size) {
   int i = 0;
-  while (i < fl->n && fl->b[i].off < off) i++;
+  while (i < fl->n && fl->b[i].off < off)
+    i++;
   if (fl->n == fl->cap) {
     int nc = fl->cap ? fl->cap * 2 : 64;
     blk *nb = realloc(fl->b, sizeof(blk) * (size_t)nc);
@@ -94,7 +95,8 @@ pv_status pv__plan_memory(pv_plan *p, int no_inplace) {
       nroots++;
     }
     if (p->live[i])
-      for (int k = 0; k < t->nsrc; k++) p->live[t->src[k]->id] = 1;
+      for (int k = 0; k < t->nsrc; k++)
+        p->live[t->src[k]->id] = 1;
   }
   if (nroots == 0) {
     st = pv__err(p->ctx, PV_ERR_STATE, "plan: the graph has no outputs, loss or updates (use pv_mark_output)");
@@ -108,7 +110,8 @@ pv_status pv__plan_memory(pv_plan *p, int no_inplace) {
       int upd = (pv__opdef(g->nodes[i]->op)->flags & PV_OPF_UPDATE) != 0;
       if (upd == pass) p->order[p->norder++] = i;
     }
-  for (int k = 0; k < p->norder; k++) pos[p->order[k]] = k;
+  for (int k = 0; k < p->norder; k++)
+    pos[p->order[k]] = k;
   for (int k = 0; k < p->norder; k++) {
     pv_tensor *t = g->nodes[p->order[k]];
     if (pv__opdef(t->op)->flags & PV_OPF_UPDATE) continue;
@@ -125,6 +128,8 @@ pv_status pv__plan_memory(pv_plan *p, int no_inplace) {
     pv_tensor *t = g->nodes[id];
     const pv_op_def *d = pv__opdef(t->op);
     p->slot[id].root = (d->flags & PV_OPF_VIEW) ? p->slot[t->src[0]->id].root : id;
+    p->slot[id].voff =
+        (d->flags & PV_OPF_VIEW) ? p->slot[t->src[0]->id].voff + (d->view_offset ? d->view_offset(t) : 0) : 0;
     p->slot[id].bytes = node_bytes(t);
     last[id] = k;
     if (t->flags & (PV_NF_INPUT | PV_NF_OUTPUT | PV_NF_LOSS)) pinned[p->slot[id].root] = 1;
@@ -155,7 +160,7 @@ pv_status pv__plan_memory(pv_plan *p, int no_inplace) {
     const pv_op_def *d = pv__opdef(t->op);
     if (t->flags & (PV_NF_VAR | PV_NF_INPUT)) continue;
     if (p->slot[id].root != id) {
-      p->slot[id].offset = p->slot[p->slot[id].root].offset;
+      p->slot[id].offset = p->slot[p->slot[id].root].offset + p->slot[id].voff * (int64_t)pv_dtype_size(t->dtype);
     } else {
       int took = 0;
       if (!no_inplace && (d->flags & PV_OPF_INPLACE) && t->nsrc > 0) {

@@ -6,7 +6,9 @@ typedef struct ref_plan {
   double **buf; /* per node id (roots own; views point at their root's buffer) */
 } ref_plan;
 
-static double *rbuf(pv_plan *p, const pv_tensor *t) { return ((ref_plan *)p->bed)->buf[p->slot[t->id].root]; }
+static double *rbuf(pv_plan *p, const pv_tensor *t) {
+  return ((ref_plan *)p->bed)->buf[p->slot[t->id].root] + p->slot[t->id].voff;
+}
 
 static pv_status ref_init(pv_plan *p) {
   ref_plan *r = calloc(1, sizeof *r);
@@ -34,7 +36,8 @@ static void ref_free(pv_plan *p) {
   ref_plan *r = p->bed;
   if (!r) return;
   if (r->buf)
-    for (int i = 0; i < p->g->n; i++) free(r->buf[i]);
+    for (int i = 0; i < p->g->n; i++)
+      free(r->buf[i]);
   free(r->buf);
   free(r);
   p->bed = NULL;
@@ -70,7 +73,8 @@ static pv_status ref_run(pv_plan *p) {
     if (!d->ref || (d->flags & PV_OPF_VIEW)) continue;
     const double *src[PV_MAX_SRC] = {0};
     double *srcw[PV_MAX_SRC] = {0};
-    for (int s = 0; s < t->nsrc; s++) src[s] = srcw[s] = rbuf(p, t->src[s]);
+    for (int s = 0; s < t->nsrc; s++)
+      src[s] = srcw[s] = rbuf(p, t->src[s]);
     d->ref(t, rbuf(p, t), src, srcw, &error);
     if (error)
       return pv__err(p->ctx, PV_ERR_INVALID, "run: op '%s' (node %d '%s'): invalid data (e.g. an id out of range)",

@@ -42,9 +42,11 @@ static pv_tensor *b_multi(pv_graph *g, pv_tensor **x, void *u) { /* x used by se
   return pv_add(g, pv_mul(g, x[0], x[0]), pv_unary(g, PV_TANH, x[0]));
 }
 
-/* the fused swiglu and its two gradients are bitwise equal to silu, mul and their backward on the CPU */
-static void swiglu_bitwise(int threads) {
-  enum { R = 97, C = 271, NE = R * C }; /* over PV_CPU_PARALLEL_MIN: threads split it, odd chunks */
+/* the fused swiglu and its two gradients are bitwise equal to silu, mul and their backward on the CPU. R x C = 97 x
+ * 271: odd chunks per thread, the gradients by two swiglu_grad passes; 96 x 272 (a multiple of 64 elements): both
+ * gradients by one pass into [2, R, C], read through select views (checked: the graph has the select nodes) */
+static void swiglu_bitwise(int threads, int R, int C) {
+  enum { NE = 97 * 272 };
   pv_context *ctx = pv_context_new();
   pv_graph *g = pv_graph_new(ctx);
   int64_t sh[2] = {R, C};
@@ -62,6 +64,11 @@ static void swiglu_bitwise(int threads) {
   pv_tensor *out[6] = {y1, y2, pv_grad(g, in[0]), pv_grad(g, in[2]), pv_grad(g, in[1]), pv_grad(g, in[3])};
   for (int i = 2; i < 6; i++)
     pv_set_output(out[i], 1);
+  int fused = (R * C) % 64 == 0;
+  CHECK(!strcmp(pv_tensor_op(out[2]), fused ? "select" : "swiglu_grad") &&
+            !strcmp(pv_tensor_op(out[4]), fused ? "select" : "swiglu_grad"),
+        "swiglu %dx%d: gradients from %s and %s, expected %s", R, C, pv_tensor_op(out[2]), pv_tensor_op(out[4]),
+        fused ? "select views of one swiglu_grad" : "two swiglu_grad passes");
   pv_plan_options o = {"cpu", threads, -1, 0};
   pv_plan *p = NULL;
   CHECK(pv_plan_compile(g, &o, &p) == PV_OK, "swiglu bitwise: compile: %s", pv_last_error(ctx));
@@ -78,14 +85,14 @@ static void swiglu_bitwise(int threads) {
   if (p) {
     const float *data[5] = {a, b, a, b, dy};
     for (int i = 0; i < 5; i++)
-      pv_plan_write(p, in[i], PV_F32, data[i], NE);
+      pv_plan_write(p, in[i], PV_F32, data[i], (int64_t)R * C);
     CHECK(pv_plan_run(p) == PV_OK, "swiglu bitwise: run: %s", pv_last_error(ctx));
     for (int i = 0; i < 6; i++)
-      pv_plan_read(p, out[i], PV_F32, r[i], NE);
+      pv_plan_read(p, out[i], PV_F32, r[i], (int64_t)R * C);
     static const char *what[3] = {"y", "da", "db"};
     for (int k = 0; k < 3; k++)
-      CHECK(memcmp(r[2 * k], r[2 * k + 1], sizeof r[0]) == 0, "swiglu %s (threads %d) differs from the unfused ops",
-            what[k], threads);
+      CHECK(memcmp(r[2 * k], r[2 * k + 1], sizeof(float) * (size_t)(R * C)) == 0,
+            "swiglu %s (%dx%d, threads %d) differs from the unfused ops", what[k], R, C, threads);
   }
   pv_plan_free(p);
   pv_graph_free(g);
@@ -140,8 +147,15 @@ int main(void) {
     oc_check("swiglu large |a|", 2, swl, b_swiglu, NULL, NULL);
     oc_input swm[2] = {IN(2, 1, 33), IN(2, 1, 33)};
     oc_check("swiglu multi-consumer", 2, swm, b_swiglu_multi, NULL, NULL);
-    swiglu_bitwise(1);
-    swiglu_bitwise(3);
+    /* both gradients at once (a multiple of 64 elements: select views into one [2, ...] result) */
+    oc_input swf[2] = {INU(-12, 12, 3, 2, 3, 64), IN(3, 2, 3, 64)};
+    oc_check("swiglu fused gradients", 2, swf, b_swiglu, NULL, NULL);
+    oc_input swfm[2] = {IN(2, 4, 32), IN(2, 4, 32)};
+    oc_check("swiglu fused gradients, multi-consumer", 2, swfm, b_swiglu_multi, NULL, NULL);
+    swiglu_bitwise(1, 97, 271);
+    swiglu_bitwise(3, 97, 271);
+    swiglu_bitwise(1, 96, 272);
+    swiglu_bitwise(5, 96, 272);
     swiglu_errors();
   }
   for (int a = 0; a < 8; a++) { /* axis -2..1 over a 4-d tensor, keepdim 0/1 */

@@ -16,7 +16,7 @@ typedef struct cpu_plan {
 static void *node_ptr(pv_plan *p, cpu_plan *c, const pv_tensor *t) {
   int r = p->slot[t->id].root;
   pv_tensor *rt = p->g->nodes[r];
-  if (rt->flags & PV_NF_VAR) return rt->var->data;
+  if (rt->flags & PV_NF_VAR) return (char *)rt->var->data + p->slot[t->id].voff * (int64_t)pv_dtype_size(t->dtype);
   return c->arena + p->slot[t->id].offset;
 }
 

@@ -125,6 +125,9 @@ double pv__vm_exp_sum(float *y, const float *x, float m, int64_t n) { return CAL
 int pv__vm_softmax_row(float *y, const float *x, float sc, const float *mask, int64_t n, int64_t nt, int lg) {
   return CALL(softmax_row, (y, x, sc, mask, n, nt, lg));
 }
+void pv__vm_swiglu_grad2(const float *a, const float *b, const float *dy, float *ya, float *yb, int64_t n) {
+  CALL(swiglu_grad2, (a, b, dy, ya, yb, n));
+}
 void pv__vm_softmax_grad_row(int lg, const float *y, const float *dy, float *dx, float sc, int64_t n, int64_t nt) {
   CALL(softmax_grad_row, (lg, y, dy, dx, sc, n, nt));
 }

@@ -48,6 +48,8 @@ void pv__vm_unary_grad(int kind, const float *x, const float *dy, float *y, int6
  * to the unary / binary kernels composed */
 void pv__vm_swiglu(const float *a, const float *b, float *y, int64_t n);
 void pv__vm_swiglu_grad(int which, const float *a, const float *b, const float *dy, float *y, int64_t n);
+/* both: ya = the which-0 result, yb = the which-1 result (the same bits), one pass */
+void pv__vm_swiglu_grad2(const float *a, const float *b, const float *dy, float *ya, float *yb, int64_t n);
 
 /* y[i] = a[i·sa] (op) b[i·sb], op 0..3 = + - * /, sa and sb 0 (broadcast a[0] / b[0]) or 1 */
 void pv__vm_binary(int op, const float *a, int sa, const float *b, int sb, float *y, int64_t n);

@@ -389,6 +389,23 @@ KER void F(swiglu_grad)(int which, const float *a, const float *b, const float *
   }
 }
 
+/* both gradients in one pass, sigmoid(a) computed once: ya = (dy·b)·silu'(a), yb = dy·silu(a), the expressions of
+ * which 0 and 1 (so the same bits) */
+KER void F(swiglu_grad2)(const float *a, const float *b, const float *dy, float *ya, float *yb, int64_t n) {
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    PV_VM_PF(a + i), PV_VM_PF(b + i), PV_VM_PF(dy + i);
+    VF v = F(ld)(a + i), d = F(ld)(dy + i), s = F(vsigmoid)(v);
+    F(st)(ya + i, (d * F(ld)(b + i)) * (s * (1.0f + v * (1.0f - s))));
+    F(st)(yb + i, d * (v * s));
+  }
+  if (i < n) {
+    VF v = F(ldp)(a + i, n - i, 1.0f), d = F(ldp)(dy + i, n - i, 0.0f), s = F(vsigmoid)(v);
+    F(stp)(ya + i, (d * F(ldp)(b + i, n - i, 0.0f)) * (s * (1.0f + v * (1.0f - s))), n - i);
+    F(stp)(yb + i, d * (v * s), n - i);
+  }
+}
+
 /* ------------------------------------------------------------ binary */
 #define PV_VM_BIN(OP)                                                                                                  \
   do {                                                                                                                 \

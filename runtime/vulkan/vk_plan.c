@@ -109,10 +109,10 @@ static pv_status tensor_res(pv_plan *p, vk_plan *vp, const pv_tensor *t, vk_res 
     pv_status st = pv__vk_var_buf(vp->s, rt->var, &vb);
     if (st) return st;
     r->buf = vb->buf;
-    r->off = vb->off;
+    r->off = vb->off + (VkDeviceSize)(p->slot[t->id].voff * (int64_t)pv_dtype_size(t->dtype));
   } else {
     r->buf = vp->arena.buf;
-    r->off = (VkDeviceSize)p->slot[root].offset;
+    r->off = (VkDeviceSize)p->slot[t->id].offset; /* the root's offset, plus a view's */
   }
   return PV_OK;
 }
@@ -560,14 +560,15 @@ static pv_status vk_read(pv_plan *p, pv_tensor *t, pv_dtype dd, void *out, int64
       pv_status st = p->ctx->vk_sync_var(p->ctx, v);
       if (st) return st;
     }
-    pv__convert(dd, out, t->dtype, v->data, count);
+    pv__convert(dd, out, t->dtype, (const char *)v->data + p->slot[t->id].voff * (int64_t)pv_dtype_size(t->dtype),
+                count);
     return PV_OK;
   }
   size_t bytes = (size_t)count * pv_dtype_size(t->dtype);
-  if (dd == t->dtype) return pv__vk_transfer(s, vp->arena.buf, (VkDeviceSize)p->slot[rt->id].offset, out, bytes, 0);
+  if (dd == t->dtype) return pv__vk_transfer(s, vp->arena.buf, (VkDeviceSize)p->slot[t->id].offset, out, bytes, 0);
   void *tmp = malloc(bytes ? bytes : 1);
   if (!tmp) return pv__err(p->ctx, PV_ERR_NOMEM, "plan_read: out of memory");
-  pv_status st = pv__vk_transfer(s, vp->arena.buf, (VkDeviceSize)p->slot[rt->id].offset, tmp, bytes, 0);
+  pv_status st = pv__vk_transfer(s, vp->arena.buf, (VkDeviceSize)p->slot[t->id].offset, tmp, bytes, 0);
   if (!st) pv__convert(dd, out, t->dtype, tmp, count);
   free(tmp);
   return st;
