@@ -607,54 +607,16 @@ INL float F(hmax)(VF v) {
 #endif
 }
 
-/* softmax_row for rows of nt <= PV_VM_SHORT_ROW entries (attention rows): the row stays in registers from the load
- * to the store, one pass instead of four, and no branch that changes from row to row (causal rows: n grows by one
- * each row; ceil(nt / N) vectors every row, lanes at or past n are -inf, so exp gives 0 there, and the stores fill
- * the excluded tail; only the exp of a wholly excluded vector is skipped, a branch that changes every N rows).
- * Same operations in the same order as the long path, so the same bits: the exp sum puts native vector i into
- * acc[i % K], then F(hsum), as PV_VM_REDUCE does for up to 8 blocks (the extra vectors add +0). */
+/* softmax rows of nt <= PV_VM_SHORT_ROW entries (attention rows), two at a time: each row stays in registers from
+ * the load to the store, one pass instead of four, and no branch changes from row to row (causal rows: n grows by
+ * one each row; ceil(nt / N) vectors every row, lanes at or past n are -inf, so exp gives 0 there, and the stores
+ * fill the excluded tail; only the exp of a wholly excluded vector is skipped, a branch that changes every N rows).
+ * The two rows' operations are interleaved, so one row's latency chains (max and sum trees, exp, the division)
+ * overlap the other's work; one row alone is passed twice. Same operations in the same order as the long-row path,
+ * so the same bits: the exp sum puts native vector i into acc[i % K], then F(hsum), as PV_VM_REDUCE does for up to
+ * 8 blocks (the extra vectors add +0). Returns bit r set when row r has a finite max; a row without one is left
+ * undefined (the caller fills it). */
 #define PV_VM_SHORT_ROW 128
-KER int F(softmax_row_short)(float *y, const float *x, float sc, const float *mask, int64_t n, int64_t nt, int lg) {
-  enum { NV = PV_VM_SHORT_ROW / N };
-  VF v[NV] = {{0}}, mv = F(bc)(-INFINITY), scv = F(bc)(sc), ninf = F(bc)(-INFINITY);
-  int nv = (int)((nt + N - 1) / N);
-#pragma GCC unroll 32
-  for (int i = 0; i < NV; i++) {
-    if (i >= nv) break;
-    int64_t o = (int64_t)i * N;
-    VF z = scv * F(ldp)(x + o, n - o, 0.0f) + (mask ? F(ldp)(mask + o, n - o, 0.0f) : F(bc)(0.0f));
-    v[i] = F(sel)(F(below)(n - o), z, ninf);
-    mv = F(sel)(v[i] > mv, v[i], mv);
-  }
-  float m = F(hmax)(mv);
-  if (m == -INFINITY) return 0;
-  VF acc[K] = {{0}};
-#pragma GCC unroll 32
-  for (int i = 0; i < NV; i++) {
-    if (i >= nv) break;
-    if ((int64_t)i * N >= n) { /* wholly excluded (a causal row's tail): exp would give 0, adding +0 */
-      if (!lg) v[i] = F(bc)(0.0f);
-      continue;
-    }
-    VF e = F(vexp)(v[i] - m);
-    acc[i % K] += e;
-    if (!lg) v[i] = e;
-  }
-  double s = 0;
-  s += F(hsum)(acc);
-  VF f = F(bc)(lg ? m + (float)log(s) : (float)(1.0 / s));
-#pragma GCC unroll 32
-  for (int i = 0; i < NV; i++) {
-    if (i >= nv) break;
-    int64_t o = (int64_t)i * N;
-    F(stp)(y + o, lg ? v[i] - f : v[i] * f, nt - o);
-  }
-  return 1;
-}
-
-/* two rows of softmax_row_short at once: the same operations per row, interleaved, so that one row's latency chains
- * (the max and sum trees, exp, the division) overlap the other's work. Returns bit r set when row r has a finite
- * max; a row without one is left undefined (the caller fills it). */
 KER int F(softmax_row2_short)(float *const *y, const float *const *x, const float *const *mask, const int64_t *n,
                               int64_t nt, float sc, int lg) {
   enum { NV = PV_VM_SHORT_ROW / N };
@@ -708,7 +670,12 @@ KER int F(softmax_row2_short)(float *const *y, const float *const *x, const floa
 /* one softmax (log: log_softmax) row of n entries in place of the scalar passes: z = sc·x + mask into y, max,
  * exp sum, normalise. Returns 0 (y untouched past z) when every z is -inf. */
 KER int F(softmax_row)(float *y, const float *x, float sc, const float *mask, int64_t n, int64_t nt, int lg) {
-  if (nt <= PV_VM_SHORT_ROW) return F(softmax_row_short)(y, x, sc, mask, n, nt, lg);
+  if (nt <= PV_VM_SHORT_ROW) { /* the two-row kernel on this row twice (the same values to the same place) */
+    float *yy[2] = {y, y};
+    const float *xx[2] = {x, x}, *mm[2] = {mask, mask};
+    int64_t nn[2] = {n, n};
+    return F(softmax_row2_short)(yy, xx, mm, nn, nt, sc, lg) & 1;
+  }
   float m = F(scale_add_max_i)(y, x, sc, mask, n);
   if (m == -INFINITY) return 0;
   F(fill)(y + n, lg ? -INFINITY : 0.0f, nt - n);
@@ -740,34 +707,8 @@ KER int F(softmax_row2)(float *const *y, const float *const *x, const float *con
 /* sums of the non-excluded entries: Σ dy (log) or Σ dy·y (padded entries have dy = 0: they add 0) */
 #define E_GLOG(L) F(sel)(L(y + o) != F(bc)(-INFINITY), L(dy + o), F(bc)(0.0f))
 #define E_G(L) F(sel)(L(y + o) != F(bc)(0.0f), L(dy + o) * L(y + o), F(bc)(0.0f))
-/* softmax_grad_row for nt <= PV_VM_SHORT_ROW, in registers and without a branch on n (as softmax_row_short): lanes
- * at or past n load y as the excluded value and dy as 0, so they add 0 and give dx = 0 */
-KER void F(softmax_grad_row_short)(int lg, const float *y, const float *dy, float *dx, float sc, int64_t n,
-                                   int64_t nt) {
-  enum { NV = PV_VM_SHORT_ROW / N };
-  VF yv[NV] = {{0}}, dv[NV] = {{0}}, acc[K] = {{0}}, zero = F(bc)(0.0f), ex = F(bc)(lg ? -INFINITY : 0.0f);
-  int nv = (int)((nt + N - 1) / N);
-#pragma GCC unroll 32
-  for (int i = 0; i < NV; i++) {
-    if (i >= nv) break;
-    int64_t o = (int64_t)i * N;
-    yv[i] = F(ldp)(y + o, n - o, lg ? -INFINITY : 0.0f);
-    dv[i] = F(ldp)(dy + o, n - o, 0.0f);
-    acc[i % K] += lg ? F(sel)(yv[i] != ex, dv[i], zero) : F(sel)(yv[i] != ex, dv[i] * yv[i], zero);
-  }
-  double s = 0;
-  s += F(hsum)(acc);
-  VF fs = F(bc)((float)s), scv = F(bc)(sc);
-#pragma GCC unroll 32
-  for (int i = 0; i < NV; i++) {
-    if (i >= nv) break;
-    int64_t o = (int64_t)i * N;
-    VF r = lg ? scv * (dv[i] - F(vexp)(yv[i]) * fs) : scv * yv[i] * (dv[i] - fs);
-    F(stp)(dx + o, F(sel)(yv[i] == ex, zero, r), nt - o);
-  }
-}
-
-/* two rows of softmax_grad_row_short at once (interleaved, as softmax_row2_short) */
+/* softmax_grad rows of nt <= PV_VM_SHORT_ROW, two at a time, in registers and without a branch on n (as
+ * softmax_row2_short): lanes at or past n load y as the excluded value and dy as 0, so they add 0 and give dx = 0 */
 KER void F(softmax_grad_row2_short)(int lg, const float *const *y, const float *const *dy, float *const *dx,
                                     const int64_t *n, int64_t nt, float sc) {
   enum { NV = PV_VM_SHORT_ROW / N };
@@ -805,8 +746,11 @@ KER void F(softmax_grad_row2_short)(int lg, const float *const *y, const float *
 }
 
 KER void F(softmax_grad_row)(int lg, const float *y, const float *dy, float *dx, float sc, int64_t n, int64_t nt) {
-  if (nt <= PV_VM_SHORT_ROW) {
-    F(softmax_grad_row_short)(lg, y, dy, dx, sc, n, nt);
+  if (nt <= PV_VM_SHORT_ROW) { /* the two-row kernel on this row twice */
+    const float *yy[2] = {y, y}, *dd[2] = {dy, dy};
+    float *xx[2] = {dx, dx};
+    int64_t nn[2] = {n, n};
+    F(softmax_grad_row2_short)(lg, yy, dd, xx, nn, nt, sc);
     return;
   }
   F(fill)(dx + n, 0.0f, nt - n);
