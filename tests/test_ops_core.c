@@ -15,6 +15,11 @@ static pv_tensor *b_scale(pv_graph *g, pv_tensor **x, void *u) { (void)u; return
 static pv_tensor *b_unary(pv_graph *g, pv_tensor **x, void *u) { return pv_unary(g, (pv_unary_kind)(intptr_t)u, x[0]); }
 static pv_tensor *b_unary_grad(pv_graph *g, pv_tensor **x, void *u) { return pv_unary_grad(g, (pv_unary_kind)(intptr_t)u, x[0], x[1]); }
 static pv_tensor *b_swiglu(pv_graph *g, pv_tensor **x, void *u) { (void)u; return pv_swiglu(g, x[0], x[1]); }
+pv_tensor *pv__select(pv_graph *g, pv_tensor *x, int64_t index); /* internal (runtime/internal.h): a view of x[index] */
+static pv_tensor *b_select(pv_graph *g, pv_tensor **x, void *u) { /* the view read by two consumers */
+  pv_tensor *s = pv__select(g, x[0], (int64_t)(intptr_t)u);
+  return pv_mul(g, s, pv_add_scalar(g, s, 0.5));
+}
 static pv_tensor *b_swiglu_multi(pv_graph *g, pv_tensor **x, void *u) { /* a also used elsewhere, b twice */
   (void)u;
   return pv_add(g, pv_swiglu(g, x[0], pv_mul(g, x[1], x[1])), pv_mul(g, x[0], x[1]));
@@ -99,6 +104,24 @@ static void swiglu_bitwise(int threads, int R, int C) {
   pv_context_free(ctx);
 }
 
+/* select: an index out of range, or a block that does not start on a 256-byte boundary, is a clear error */
+static void select_errors(void) {
+  static const struct {
+    int64_t sh[2], index;
+    const char *want;
+  } cs[3] = {{{3, 5}, 1, "256-byte"}, {{4, 64}, 4, "out of range"}, {{4, 64}, -1, "out of range"}};
+  for (int k = 0; k < 3; k++) {
+    pv_context *ctx = pv_context_new();
+    pv_graph *g = pv_graph_new(ctx);
+    pv_tensor *y = pv__select(g, pv_input(g, "x", PV_F32, 2, cs[k].sh), cs[k].index);
+    const char *e = pv_graph_error(g);
+    CHECK(y == NULL && e && strstr(e, "select") && strstr(e, cs[k].want), "select error %d: got %p, '%s'", k, (void *)y,
+          e ? e : "(null)");
+    pv_graph_free(g);
+    pv_context_free(ctx);
+  }
+}
+
 static void swiglu_errors(void) {
   pv_context *ctx = pv_context_new();
   pv_graph *g = pv_graph_new(ctx);
@@ -157,6 +180,12 @@ int main(void) {
     swiglu_bitwise(1, 96, 272);
     swiglu_bitwise(5, 96, 272);
     swiglu_errors();
+  }
+  { /* select (a view at an offset: block i of [n, ...]), forward and gradient on every backend */
+    oc_input sl[1] = {IN(3, 3, 4, 16)};
+    oc_check("select block 1 of [3,4,16]", 1, sl, b_select, (void *)(intptr_t)1, NULL);
+    oc_check("select block 2 of [3,4,16]", 1, sl, b_select, (void *)(intptr_t)2, NULL);
+    select_errors();
   }
   for (int a = 0; a < 8; a++) { /* axis -2..1 over a 4-d tensor, keepdim 0/1 */
     char nm[64];
